@@ -1,0 +1,436 @@
+"""Builds matrix entries into images: the bake plan, two backends (Docker SDK legacy builder, buildx bake),
+the locally made Debian base, the build-time file server (extra CA, offline wheelhouse, local wheels)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import http.server
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from docker.errors import APIError, ImageNotFound
+from docker.errors import BuildError as DockerBuildError
+
+from rocmci.engine import MANAGED_LABEL, docker_client
+from rocmci.errors import BuildError
+from rocmci.matrix import CONTEXT_DIRS, ROOT, BaseImage, Entry, Plan
+from rocmci.progress import Progress, table
+
+DOCKERFILE = "images/Dockerfile"
+BAKE_GROUP = "default"
+CA_ENV_VARS = ("ROCMCI_CA_CERT", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+DEBOOTSTRAP_PACKAGES = "python3,python3-venv,ca-certificates"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+Backend = Literal["auto", "sdk", "bake"]
+Status = Literal["built", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    repository: str
+    backend: Backend = "auto"
+    push: bool = False
+    ca_cert: Path | None = None
+    bake_ca: bool = False
+    wheelhouse: Path | None = None
+    log_dir: Path = ROOT / "build" / "logs"
+    fileserver_port: int = 5099
+    check_registry: bool = True
+    source_url: str = "https://github.com/rocmci/rocmci"
+
+    @classmethod
+    def resolve(cls, repository: str, *, ca_cert: str | None = "auto", **kwargs: object) -> BuildOptions:
+        """`ca_cert='auto'` serves the host's CA bundle to builds when the host names one (TLS-intercepting proxy)."""
+        return cls(repository=repository, ca_cert=_resolve_ca(ca_cert), **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass
+class BuildResult:
+    entry_id: str
+    image_ref: str
+    status: Status
+    detail: str = ""
+    image_id: str | None = None
+    log: Path | None = None
+    seconds: float = 0.0
+    pushed: bool = False
+
+
+def _resolve_ca(ca_cert: str | None) -> Path | None:
+    if ca_cert in (None, "", "none"):
+        return None
+    if ca_cert != "auto":
+        path = Path(ca_cert)
+        if not path.is_file():
+            raise BuildError(f"--ca-cert {ca_cert}: no such file")
+        return path
+    for var in CA_ENV_VARS:
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value)
+    return None
+
+
+# ---------------------------------------------------------------- build plan (bake file)
+
+
+def build_time_labels(entry: Entry, options: BuildOptions, created: str | None = None) -> dict[str, str]:
+    return {
+        **entry.labels,
+        "org.opencontainers.image.created": created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "org.opencontainers.image.source": options.source_url,
+        "org.opencontainers.image.revision": _git_revision(),
+    }
+
+
+@functools.cache
+def _git_revision() -> str:
+    result = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def _target_name(entry: Entry) -> str:
+    return entry.id.replace(".", "_")
+
+
+def bake_file(entries: list[Entry], options: BuildOptions, fetch_url: str = "") -> dict:
+    """A `docker buildx bake` file: one target per entry, the pins as build args and as OCI labels."""
+    targets = {}
+    for entry in entries:
+        ref = entry.image_ref(options.repository)
+        cache_ref = f"{options.repository}:buildcache-{entry.gpu}"
+        targets[_target_name(entry)] = {
+            "context": str(ROOT),
+            "dockerfile": DOCKERFILE,
+            "args": {**entry.build_args, "ROCMCI_FETCH_URL": fetch_url, "ROCMCI_BAKE_CA": "1" if options.bake_ca else "0"},
+            "tags": [ref],
+            "labels": build_time_labels(entry, options),
+            "network": "host",
+            "cache-from": [f"type=registry,ref={cache_ref}"],
+            "cache-to": [f"type=registry,ref={cache_ref},mode=max"],
+            "output": ["type=registry" if options.push else "type=docker"],
+        }
+    return {"group": {BAKE_GROUP: {"targets": list(targets)}}, "target": targets}
+
+
+# ---------------------------------------------------------------- the locally made base image
+
+
+def ensure_local_base(base: BaseImage, progress: Progress) -> str:
+    """Makes `rocmci/debian:bookworm` with debootstrap + docker import unless the engine has it already."""
+    client = docker_client()
+    ref = f"{base.name}:{base.tag}"
+    try:
+        client.images.get(ref)
+        return ref
+    except ImageNotFound:
+        pass
+    if shutil.which("debootstrap") is None:
+        raise BuildError(
+            f"base image {ref} is made locally with debootstrap, which is not installed (apt-get install debootstrap)"
+        )
+    progress.line(ref, "making base image", f"debootstrap {base.tag} minbase with {DEBOOTSTRAP_PACKAGES}")
+    with tempfile.TemporaryDirectory(prefix="rocmci-base-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        command = ["debootstrap", "--variant=minbase", f"--include={DEBOOTSTRAP_PACKAGES}", base.tag, str(rootfs), DEBIAN_MIRROR]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise BuildError(f"debootstrap of {base.tag} failed:\n{tail}")
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
+            shutil.rmtree(rootfs / leftover, ignore_errors=True)
+        tarball = Path(tmp) / "rootfs.tar"
+        with tarfile.open(tarball, "w") as tar:
+            tar.add(rootfs, arcname=".")
+        changes = [f'LABEL {MANAGED_LABEL}="true" io.rocmci.role="base"', 'CMD ["/bin/bash"]']
+        client.api.import_image(src=str(tarball), repository=base.name, tag=base.tag, changes=changes)
+    progress.line(ref, "base image ready")
+    return ref
+
+
+# ---------------------------------------------------------------- build-time file server
+
+
+@dataclass
+class FileServer:
+    """Serves what a build may fetch but must not keep: the extra CA, the offline wheelhouse, local wheels."""
+
+    root: Path
+    port: int
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}" if self.manifest else ""
+
+
+@contextmanager
+def file_server(options: BuildOptions, entries: list[Entry]) -> Iterator[FileServer]:
+    with tempfile.TemporaryDirectory(prefix="rocmci-fetch-") as tmp:
+        root = Path(tmp)
+        manifest: dict = {}
+        if options.ca_cert:
+            shutil.copyfile(options.ca_cert, root / "ca.crt")
+            manifest["ca"] = "ca.crt"
+        if options.wheelhouse:
+            wheels = sorted(p for p in options.wheelhouse.glob("*.whl"))
+            if not wheels:
+                raise BuildError(f"--wheelhouse {options.wheelhouse}: no wheels there (fill it with `invoke wheelhouse`)")
+            (root / "wheelhouse").mkdir()
+            for wheel in wheels:
+                os.symlink(wheel.resolve(), root / "wheelhouse" / wheel.name)
+            manifest["wheelhouse"] = [f"wheelhouse/{w.name}" for w in wheels]
+        local = _local_wheels(entries)
+        if local:
+            (root / "wheels").mkdir()
+            manifest["wheels"] = {}
+            for url, path in local.items():
+                os.symlink(path, root / "wheels" / path.name)
+                manifest["wheels"][url] = f"wheels/{path.name}"
+        server = FileServer(root=root, port=options.fileserver_port, manifest=manifest)
+        if not manifest:
+            yield server
+            return
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        try:
+            httpd = http.server.ThreadingHTTPServer(("127.0.0.1", options.fileserver_port), handler)
+        except OSError as exc:
+            raise BuildError(
+                f"cannot serve build files on 127.0.0.1:{options.fileserver_port}: {exc.strerror} (set --fileserver-port)"
+            ) from None
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _local_wheels(entries: list[Entry]) -> dict[str, Path]:
+    wheels = {}
+    for entry in entries:
+        url = entry.stack.aiter.wheel
+        if url and url.startswith("file://"):
+            path = Path(url.removeprefix("file://"))
+            if not path.is_file():
+                raise BuildError(f"{entry.id}: aiter wheel {url} does not exist")
+            wheels[url] = path.resolve()
+    return wheels
+
+
+# ---------------------------------------------------------------- backends
+
+
+def context_tar() -> io.BytesIO:
+    """The build context: exactly the directories the content hash covers, nothing else from the checkout."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in CONTEXT_DIRS:
+            tar.add(ROOT / directory, arcname=directory, filter=_no_pycache)
+    buffer.seek(0)
+    return buffer
+
+
+def _no_pycache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    return None if "__pycache__" in info.name else info
+
+
+def buildx_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "buildx", "version"], capture_output=True, check=False).returncode == 0
+
+
+def sdk_build(entry: Entry, ref: str, args: dict[str, str], labels: dict[str, str], log, progress: Progress) -> str:
+    """The engine's legacy builder through the Docker SDK (no BuildKit: docker/docker-py#2230)."""
+    client = docker_client()
+    stream = client.api.build(
+        fileobj=context_tar(),
+        custom_context=True,
+        dockerfile=DOCKERFILE,
+        tag=ref,
+        buildargs=args,
+        labels=labels,
+        network_mode="host",
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+    )
+    image_id = None
+    for chunk in stream:
+        if "error" in chunk:
+            log.write(chunk["error"] + "\n")
+            raise BuildError(chunk["error"].strip().splitlines()[-1] if chunk["error"].strip() else "build failed")
+        text = chunk.get("stream", "")
+        if text:
+            log.write(text)
+            if text.startswith("Step "):
+                progress.line(entry.id, "building", text.strip())
+        image_id = chunk.get("aux", {}).get("ID", image_id)
+    if image_id is None:
+        raise BuildError("the engine reported no image id")
+    return image_id
+
+
+def bake_build(entry: Entry, options: BuildOptions, fetch_url: str, log, progress: Progress) -> str:
+    bake = bake_file([entry], options, fetch_url)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(bake, handle)
+    command = ["docker", "buildx", "bake", "--allow", "network.host", "-f", handle.name, _target_name(entry)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    assert process.stdout is not None
+    for text in process.stdout:
+        log.write(text)
+        progress.line(entry.id, "building", text.rstrip())
+    os.unlink(handle.name)
+    if process.wait() != 0:
+        raise BuildError(f"docker buildx bake exited {process.returncode}")
+    if options.push:
+        return ""
+    return docker_client().images.get(entry.image_ref(options.repository)).id
+
+
+# ---------------------------------------------------------------- the build task
+
+
+def _existing(entry: Entry, options: BuildOptions) -> str | None:
+    """Where the exact content-hashed tag already exists, or None."""
+    ref = entry.image_ref(options.repository)
+    try:
+        docker_client().images.get(ref)
+        if not options.push:
+            return "image present in the local engine"
+    except ImageNotFound:
+        pass
+    if options.check_registry:
+        from rocmci.registry import tag_exists
+
+        if tag_exists(options.repository, entry.tag):
+            return f"tag present in {options.repository.split('/', 1)[0]}"
+    return None
+
+
+def _push(ref: str, progress: Progress, entry_id: str) -> None:
+    repository, tag = ref.rsplit(":", 1)
+    for chunk in docker_client().api.push(repository, tag=tag, stream=True, decode=True):
+        if "error" in chunk:
+            raise BuildError(f"push of {ref} failed: {chunk['error']}")
+        if chunk.get("status") == "Pushed":
+            progress.line(entry_id, "pushing", f"layer {chunk.get('id', '')} pushed")
+
+
+def build_entry(entry: Entry, options: BuildOptions, server: FileServer, backend: Backend, progress: Progress) -> BuildResult:
+    ref = entry.image_ref(options.repository)
+    reason = _existing(entry, options)
+    if reason:
+        progress.line(entry.id, "skipped", f"{ref} ({reason})")
+        return BuildResult(entry.id, ref, "skipped", reason)
+    options.log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = options.log_dir / f"{entry.id}.log"
+    started = time.monotonic()
+    if entry.stack.base_image.local:
+        ensure_local_base(entry.stack.base_image, progress)
+    args = {**entry.build_args, "ROCMCI_FETCH_URL": server.url, "ROCMCI_BAKE_CA": "1" if options.bake_ca else "0"}
+    progress.line(entry.id, "building", f"{ref} with the {backend} backend (log: {log_path})")
+    try:
+        with log_path.open("w") as log:
+            if backend == "bake":
+                image_id = bake_build(entry, options, server.url, log, progress)
+            else:
+                image_id = sdk_build(entry, ref, args, build_time_labels(entry, options), log, progress)
+        if options.push and backend != "bake":
+            progress.line(entry.id, "pushing", ref)
+            _push(ref, progress, entry.id)
+    except (BuildError, APIError, DockerBuildError) as exc:
+        _untag(ref)
+        progress.line(entry.id, "FAILED", f"{exc} (log: {log_path})")
+        return BuildResult(entry.id, ref, "failed", str(exc), log=log_path, seconds=time.monotonic() - started)
+    seconds = time.monotonic() - started
+    progress.line(entry.id, "built", f"{ref} in {seconds:.0f}s")
+    return BuildResult(entry.id, ref, "built", image_id=image_id, log=log_path, seconds=seconds, pushed=options.push)
+
+
+def _untag(ref: str) -> None:
+    """A failed build or push must leave no tag that looks like a good image."""
+    with suppress(ImageNotFound, APIError):
+        docker_client().images.remove(ref, noprune=True)
+
+
+def choose_backend(requested: Backend) -> Backend:
+    if requested == "auto":
+        return "bake" if buildx_available() else "sdk"
+    if requested == "bake" and not buildx_available():
+        raise BuildError("--backend bake needs docker buildx, which this Docker client lacks (use --backend sdk)")
+    return requested
+
+
+def build_entries(plan: Plan, entries: list[Entry], options: BuildOptions, progress: Progress | None = None) -> list[BuildResult]:
+    """Builds each entry, isolating failures: one failed entry never stops the others."""
+    progress = progress or Progress(width=max((len(e.id) for e in entries), default=0))
+    if not entries:
+        raise BuildError(f"{plan.source}: no entries selected")
+    backend = choose_backend(options.backend)
+    results = []
+    with file_server(options, entries) as server:
+        for entry in entries:
+            results.append(build_entry(entry, options, server, backend, progress))
+    return results
+
+
+def summary(results: list[BuildResult]) -> str:
+    rows = [
+        (r.entry_id, r.status, f"{r.seconds:.0f}s" if r.seconds else "", r.detail or r.image_ref, r.log or "") for r in results
+    ]
+    return table(("entry", "status", "time", "detail", "log"), rows)
+
+
+# ---------------------------------------------------------------- offline wheelhouse
+
+
+def fill_wheelhouse(entries: list[Entry], dest: Path, use_torch_index: bool = True) -> list[Path]:
+    """`pip download` on the host of everything the entries install, for builds with no index access."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        requirements = [f"torch=={entry.stack.torch.version}", "packaging"]
+        if entry.stack.aiter.pypi:
+            requirements.append(f"amd-aiter=={entry.stack.aiter.pypi}")
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--dest",
+            str(dest),
+            "--only-binary=:all:",
+            "--python-version",
+            entry.stack.python,
+            *requirements,
+        ]
+        if use_torch_index:
+            command += ["--extra-index-url", entry.stack.torch.index]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BuildError(f"{entry.id}: pip download failed:\n" + "\n".join(result.stderr.splitlines()[-10:]))
+    return sorted(dest.glob("*.whl"))
