@@ -1,0 +1,182 @@
+"""What each `invoke` task does, as one function per task: options resolved once, modules called, output printed.
+
+tasks.py only parses flags and calls these. Every RocmciError becomes plain lines on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from rocmci import build, run
+from rocmci.errors import RocmciError
+from rocmci.matrix import Entry, Plan, github_matrix, load_plan
+from rocmci.progress import Progress, table
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskFailed(Exception):
+    """Raised with the exit code a task ends with; tasks.py turns it into invoke.Exit."""
+
+    def __init__(self, code: int, message: str = ""):
+        self.code = code
+        super().__init__(message)
+
+
+def reports_errors(function: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except RocmciError as exc:
+            print(str(exc), file=sys.stderr)
+            raise TaskFailed(exc.exit_code) from None
+
+    return wrapper
+
+
+def repository_for(plan: Plan, registry: str | None) -> str:
+    """`--registry` takes a host (127.0.0.1:5000) or a repository (ghcr.io/org/rocmci)."""
+    if not registry:
+        return plan.repository
+    return registry if "/" in registry else f"{registry}/{plan.repository.rsplit('/', 1)[-1]}"
+
+
+def _selected(file: str | None, gpu: str | None, entry: str | None) -> tuple[Plan, list[Entry]]:
+    plan = load_plan(file)
+    return plan, plan.select(gpu, entry)
+
+
+def _progress(entries: list[Entry]) -> Progress:
+    return Progress(width=max((len(e.id) for e in entries), default=0))
+
+
+@reports_errors
+def matrix(file: str | None, gpu: str | None, as_json: bool) -> None:
+    plan, entries = _selected(file, gpu, None)
+    if as_json:
+        print(json.dumps(github_matrix(entries), separators=(",", ":")))
+        return
+    rows = [
+        (
+            e.id,
+            e.gpu,
+            e.gfx or "cpu",
+            e.stack.rocm or "-",
+            e.stack.torch.version,
+            e.stack.aiter.label,
+            e.summary()["aiter_kernels"],
+            e.tag.rsplit("-", 1)[-1],
+            " ".join(e.target.runs_on),
+        )
+        for e in entries
+    ]
+    print(table(("entry", "gpu", "gfx", "rocm", "torch", "aiter", "kernels", "hash", "runs on"), rows))
+    print(f"\n{len(entries)} entries from {plan.source}; images go to {plan.repository}")
+
+
+@reports_errors
+def base(file: str | None, gpu: str | None) -> None:
+    _plan, entries = _selected(file, gpu, None)
+    progress = _progress(entries)
+    for image in {e.stack.base_image for e in entries if e.stack.base_image.local}:
+        build.ensure_local_base(image, progress)
+
+
+@reports_errors
+def wheelhouse(file: str | None, gpu: str | None, entry: str | None, dest: str, torch_index: bool) -> None:
+    _plan, entries = _selected(file, gpu, entry)
+    wheels = build.fill_wheelhouse(entries, Path(dest), use_torch_index=torch_index)
+    print(f"{len(wheels)} wheels in {dest}")
+
+
+@reports_errors
+def build_images(
+    file: str | None,
+    gpu: str,
+    entry: str | None,
+    push: bool,
+    registry: str | None,
+    backend: str,
+    print_plan: bool,
+    ca_cert: str | None,
+    bake_ca: bool,
+    wheelhouse: str | None,
+) -> None:
+    plan, entries = _selected(file, gpu, entry)
+    options = build.BuildOptions.resolve(
+        repository_for(plan, registry),
+        backend=backend,
+        push=push,
+        ca_cert=ca_cert,
+        bake_ca=bake_ca,
+        wheelhouse=Path(wheelhouse) if wheelhouse else None,
+    )
+    if print_plan:
+        print(json.dumps(build.bake_file(entries, options), indent=2))
+        return
+    results = build.build_entries(plan, entries, options, _progress(entries))
+    print("\n" + build.summary(results))
+    built = sum(r.status == "built" for r in results)
+    if built == 0 and all(r.status == "skipped" for r in results):
+        print(f"nothing to build: all {len(results)} images exist with their content-hashed tags")
+    if any(r.status == "failed" for r in results):
+        raise TaskFailed(1)
+
+
+@reports_errors
+def validate(file: str | None, gpu: str, entry: str | None, registry: str | None, reports_dir: str) -> None:
+    plan, entries = _selected(file, gpu, entry)
+    options = run.RunOptions(repository=repository_for(plan, registry), reports_dir=Path(reports_dir))
+    results = run.validate_entries(plan, entries, options, _progress(entries))
+    print("\n" + run.summary(results))
+    print("verdicts come from `invoke report`; a finished run is not a pass")
+    if any(r.status != "ok" for r in results):
+        raise TaskFailed(1)
+
+
+@reports_errors
+def report(file: str | None, gpu: str | None, reports_dir: str) -> None:
+    from rocmci import report as compat
+
+    _plan, entries = _selected(file, gpu, None)
+    paths = compat.write_all(Path(reports_dir), [e.summary() for e in entries])
+    compat.append_step_summary(paths.compat_md.read_text())
+    print(paths.compat_md.read_text())
+    counts = paths.report.counts()
+    print(
+        f"wrote {paths.compat_json}, {paths.compat_md}, {paths.junit_xml}, {paths.index_html} "
+        f"and {len(paths.intoto)} in-toto statements"
+    )
+    print("verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def _exit_with(code: int) -> None:
+    if code:
+        raise TaskFailed(code)
+
+
+@reports_errors
+def doctor(file: str | None, gpu: str | None, image: str | None, min_free_gb: str | None, as_json: bool) -> None:
+    from rocmci.doctor import doctor_command
+
+    _exit_with(
+        doctor_command(
+            gpu=gpu, image=image, matrix_path=file, min_free_gb=float(min_free_gb) if min_free_gb else None, as_json=as_json
+        )
+    )
+
+
+@reports_errors
+def clean(keep: str | int, stop_timeout: str | None, entry: str | None, dry_run: bool) -> None:
+    from rocmci.clean import clean_command
+
+    _exit_with(
+        clean_command(keep=int(keep), stop_timeout=int(stop_timeout) if stop_timeout else None, dry_run=dry_run, entry=entry)
+    )

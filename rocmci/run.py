@@ -1,0 +1,361 @@
+"""Runs checks/ inside each built image on the right device: one container per entry, probe then smoke,
+the container removed even on failure or Ctrl-C, raw results stored under reports/<entry id>/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import grp
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docker.errors import APIError, ImageNotFound, NotFound
+from docker.models.containers import Container
+from docker.types import Ulimit
+
+from rocmci.engine import MANAGED_LABEL, docker_client
+from rocmci.errors import RunError
+from rocmci.matrix import ROOT, Entry, Plan, Target
+from rocmci.progress import Progress, table
+
+CHECKS_DIR = "/opt/rocmci/checks"
+RESULT_SCHEMA = "rocmci.result/v1"
+STOP_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    repository: str
+    reports_dir: Path = ROOT / "reports"
+    step_timeout_s: int = 900
+    dev_root: Path = Path("/dev")
+    pull_missing: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What `docker run` gets for one entry: the target's device policy resolved on this host."""
+
+    devices: list[str]
+    group_add: list[str]
+    shm_size: str
+    network_mode: str
+    labels: dict[str, str]
+    cap_add: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    ulimits: list[Ulimit] = field(default_factory=list)
+    missing_devices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StepOutcome:
+    exit_code: int | None
+    wall_s: float
+    log: str
+    skipped: str | None = None
+
+    def as_json(self) -> dict:
+        return {"exit_code": self.exit_code, "wall_s": round(self.wall_s, 3), "log": self.log, "skipped": self.skipped}
+
+
+@dataclass
+class RunResult:
+    entry_id: str
+    image_ref: str
+    directory: Path
+    probe: StepOutcome | None = None
+    smoke: StepOutcome | None = None
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        codes = [s.exit_code for s in (self.probe, self.smoke) if s and s.skipped is None]
+        return "ok" if codes and all(c == 0 for c in codes) else "checks failed"
+
+
+# ---------------------------------------------------------------- device policy
+
+
+def render_nodes(dev_root: Path) -> list[Path]:
+    return sorted((dev_root / "dri").glob("renderD*"))
+
+
+def _group_id(name: str, dev_root: Path) -> str:
+    """Numeric gid on the host: the image's /etc/group rarely knows `render`, and a name it lacks fails the run."""
+    if name == "render":
+        nodes = render_nodes(dev_root)
+        if nodes:
+            return str(nodes[0].stat().st_gid)
+    try:
+        return str(grp.getgrnam(name).gr_gid)
+    except KeyError:
+        return ""
+
+
+def container_spec(entry: Entry, dev_root: Path = Path("/dev")) -> ContainerSpec:
+    policy = entry.target.device_policy
+    devices, missing = [], []
+    for device in policy.devices:
+        host_path = dev_root / Path(device).relative_to("/dev")
+        if host_path.exists():
+            devices.append(f"{host_path}:{device}:rwm")
+        else:
+            missing.append(device)
+    if "/dev/dri" in policy.devices and not render_nodes(dev_root) and "/dev/dri" not in missing:
+        missing.append("/dev/dri/renderD*")
+    groups = [gid for gid in (_group_id(name, dev_root) for name in policy.group_add) if gid]
+    cap_add, security_opt, ulimits = _extra_args(policy.extra_run_args)
+    labels = {
+        MANAGED_LABEL: "true",
+        "io.rocmci.role": "validate",
+        "io.rocmci.entry": entry.id,
+        "io.rocmci.gpu": entry.gpu,
+        "io.rocmci.devices": ",".join(d.split(":")[1] for d in devices),
+    }
+    return ContainerSpec(
+        devices=devices,
+        group_add=groups,
+        shm_size=policy.shm_size,
+        network_mode=policy.network,
+        labels=labels,
+        cap_add=cap_add,
+        security_opt=security_opt,
+        ulimits=ulimits,
+        missing_devices=missing,
+    )
+
+
+def _extra_args(args: list[str]) -> tuple[list[str], list[str], list[Ulimit]]:
+    """The few `docker run` flags ROCm projects add (sglang CI: SYS_PTRACE, seccomp=unconfined, nofile)."""
+    cap_add, security_opt, ulimits = [], [], []
+    for arg in args:
+        flag, _, value = arg.partition("=")
+        if flag == "--cap-add":
+            cap_add.append(value)
+        elif flag == "--security-opt":
+            security_opt.append(value)
+        elif flag == "--ulimit":
+            name, _, limits = value.partition("=")
+            soft, _, hard = limits.partition(":")
+            ulimits.append(Ulimit(name=name, soft=int(soft), hard=int(hard or soft)))
+        else:
+            raise RunError(f"device_policy.extra_run_args: {arg!r} is not supported (use --cap-add=, --security-opt=, --ulimit=)")
+    return cap_add, security_opt, ulimits
+
+
+# ---------------------------------------------------------------- check command lines
+
+
+def probe_command(entry: Entry) -> list[str]:
+    command = [
+        "python",
+        "-P",
+        f"{CHECKS_DIR}/probe.py",
+        "--json",
+        "--expect-torch",
+        entry.stack.torch.version,
+        "--expect-aiter",
+        entry.stack.aiter.label,
+    ]
+    if entry.is_amd:
+        command += ["--expect-gfx", entry.gfx or "", "--expect-rocm"]
+    else:
+        command.append("--cpu-only")
+    return command
+
+
+def smoke_command(entry: Entry, target: Target) -> list[str]:
+    command = [
+        "python",
+        "-P",
+        f"{CHECKS_DIR}/smoke_layernorm.py",
+        "--json",
+        "--gate-max-kernels",
+        str(entry.gates.k_norm_max_kernels),
+        "--gate-min-speedup",
+        str(entry.gates.k_norm_min_speedup),
+    ]
+    if target.peak_bandwidth_tbs:
+        command += ["--peak-bandwidth-gbs", str(target.peak_bandwidth_tbs * 1000)]
+    if entry.is_amd:
+        command += ["--device", "cuda", "--impl", "aiter-ck,aiter-triton,torch,torch-upcast"]
+    else:
+        command += ["--device", "cpu", "--cpu-only"]
+    return command
+
+
+# ---------------------------------------------------------------- containers
+
+
+@contextmanager
+def _interrupts_as_exceptions() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job) takes the same cleanup path as Ctrl-C."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, raise_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def check_container(image_ref: str, spec: ContainerSpec) -> Iterator[Container]:
+    client = docker_client()
+    container = client.containers.create(
+        image_ref,
+        command=["sleep", "infinity"],
+        init=True,
+        detach=True,
+        labels=spec.labels,
+        devices=spec.devices,
+        group_add=spec.group_add,
+        shm_size=spec.shm_size,
+        network_mode=spec.network_mode,
+        cap_add=spec.cap_add or None,
+        security_opt=spec.security_opt or None,
+        ulimits=spec.ulimits or None,
+        environment={"PYTHONUNBUFFERED": "1"},
+        working_dir="/tmp",
+    )
+    try:
+        container.start()
+        yield container
+    finally:
+        _remove(container)
+
+
+def _remove(container: Container) -> None:
+    with suppress(APIError, NotFound):
+        container.stop(timeout=STOP_TIMEOUT_S)
+    with suppress(NotFound):
+        container.remove(force=True)
+
+
+def run_step(container: Container, command: list[str], timeout_s: int, out_json: Path, out_log: Path) -> StepOutcome:
+    started = time.monotonic()
+    wrapped = ["timeout", "--kill-after=10", str(timeout_s), *command]
+    exit_code, (stdout, stderr) = container.exec_run(wrapped, demux=True)
+    out_json.write_bytes(stdout or b"")
+    out_log.write_bytes((" ".join(command) + "\n").encode() + (stderr or b""))
+    if exit_code == 124:
+        with out_log.open("a") as log:
+            log.write(f"\nrocmci: step timed out after {timeout_s}s\n")
+    return StepOutcome(exit_code=exit_code, wall_s=time.monotonic() - started, log=out_log.name)
+
+
+def _ensure_image(image_ref: str, pull: bool, progress: Progress, entry_id: str) -> str:
+    client = docker_client()
+    try:
+        return client.images.get(image_ref).id
+    except ImageNotFound:
+        if not pull:
+            raise RunError(f"image {image_ref} is not built (run `invoke build` first)") from None
+    progress.line(entry_id, "pulling", image_ref)
+    try:
+        return client.images.pull(image_ref).id
+    except (APIError, NotFound) as exc:
+        raise RunError(f"image {image_ref} is neither built here nor pullable: {exc.explanation or exc}") from None
+
+
+def _image_digest(image_ref: str) -> str | None:
+    repository = image_ref.rsplit(":", 1)[0]
+    for repo_digest in docker_client().images.get(image_ref).attrs.get("RepoDigests") or []:
+        if repo_digest.startswith(repository + "@"):
+            return repo_digest.split("@", 1)[1]
+    return None
+
+
+def validate_entry(entry: Entry, options: RunOptions, progress: Progress) -> RunResult:
+    image_ref = entry.image_ref(options.repository)
+    final_dir = options.reports_dir / entry.id
+    options.reports_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{entry.id}.", dir=options.reports_dir))
+    result = RunResult(entry.id, image_ref, final_dir)
+    started = _now()
+    image_id = None
+    try:
+        image_id = _ensure_image(image_ref, options.pull_missing, progress, entry.id)
+        spec = container_spec(entry, options.dev_root)
+        if entry.is_amd and spec.missing_devices:
+            result.error = (
+                f"no AMD GPU on this host: {', '.join(spec.missing_devices)} missing; "
+                f"{entry.gpu} can only be validated on a runner with {entry.gfx} GPUs (see `invoke doctor`)"
+            )
+            progress.line(entry.id, "probing", "without GPU devices (the verdict cannot be a pass)")
+        with check_container(image_ref, spec) as container:
+            progress.line(entry.id, "probing", " ".join(probe_command(entry)[2:]))
+            result.probe = run_step(
+                container, probe_command(entry), options.step_timeout_s, work / "probe.json", work / "probe.log"
+            )
+            if result.error:
+                result.smoke = StepOutcome(None, 0.0, "", skipped=result.error)
+            else:
+                progress.line(entry.id, "smoke", " ".join(smoke_command(entry, entry.target)[2:]))
+                result.smoke = run_step(
+                    container, smoke_command(entry, entry.target), options.step_timeout_s, work / "smoke.json", work / "smoke.log"
+                )
+    except (RunError, APIError) as exc:
+        result.error = str(exc)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _write_result(work, entry, result, image_ref, image_id, started)
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    os.replace(work, final_dir)
+    progress.line(entry.id, "validated" if result.status == "ok" else result.status.upper(), str(final_dir))
+    return result
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _write_result(work: Path, entry: Entry, result: RunResult, image_ref: str, image_id: str | None, started: str) -> None:
+    document = {
+        "schema": RESULT_SCHEMA,
+        "entry": entry.summary(),
+        "image": {"ref": image_ref, "id": image_id, "digest": _image_digest(image_ref) if image_id else None},
+        "host": {"hostname": socket.gethostname(), "gpu_devices": [str(p) for p in render_nodes(Path("/dev"))]},
+        "started": started,
+        "finished": _now(),
+        "steps": {name: step.as_json() for name, step in (("probe", result.probe), ("smoke", result.smoke)) if step},
+        "error": result.error,
+    }
+    (work / "result.json").write_text(json.dumps(document, indent=2) + "\n")
+
+
+def validate_entries(plan: Plan, entries: list[Entry], options: RunOptions, progress: Progress | None = None) -> list[RunResult]:
+    if not entries:
+        raise RunError(f"{plan.source}: no entries selected")
+    progress = progress or Progress(width=max(len(e.id) for e in entries))
+    with _interrupts_as_exceptions():
+        return [validate_entry(entry, options, progress) for entry in entries]
+
+
+def summary(results: list[RunResult]) -> str:
+    def step(outcome: StepOutcome | None) -> str:
+        if outcome is None:
+            return "-"
+        return "skipped" if outcome.skipped else f"exit {outcome.exit_code} ({outcome.wall_s:.1f}s)"
+
+    rows = [(r.entry_id, step(r.probe), step(r.smoke), r.status, r.error or r.directory) for r in results]
+    return table(("entry", "probe", "smoke", "status", "detail"), rows)

@@ -1,0 +1,128 @@
+"""rocmci tasks: `invoke --list`. Each task parses its flags and calls one function in rocmci.cli."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from invoke import Exit, task
+
+from rocmci import cli
+
+FILE = "matrix file (default: matrix.yaml)"
+GPU = "GPU target: mi300x, mi325x, mi350x, mi355x or local"
+REGISTRY = "registry host or repository (default: the matrix's repository)"
+
+
+def _call(function: Callable[..., object], **kwargs: object) -> None:
+    try:
+        function(**kwargs)
+    except cli.TaskFailed as failed:
+        raise Exit(code=failed.code) from None
+
+
+@task(help={"gpu": GPU, "file": FILE, "json": 'print {"include": [...]} for GitHub Actions\' strategy.matrix'})
+def matrix(c, gpu=None, file=None, json=False):
+    """Expand matrix.yaml into entries with deterministic tags and print the plan."""
+    _call(cli.matrix, file=file, gpu=gpu, as_json=json)
+
+
+@task(help={"gpu": GPU, "file": FILE})
+def base(c, gpu=None, file=None):
+    """Make the locally built base images (debootstrap + docker import) the selected stacks need."""
+    _call(cli.base, file=file, gpu=gpu)
+
+
+@task(
+    help={
+        "gpu": GPU,
+        "entry": "one entry id",
+        "file": FILE,
+        "dest": "wheelhouse directory",
+        "torch_index": "also ask the stack's torch wheel index (needs access to it)",
+    }
+)
+def wheelhouse(c, gpu=None, entry=None, file=None, dest=".cache/wheelhouse", torch_index=True):
+    """Download every wheel the selected entries install, for offline (air-gapped) builds."""
+    _call(cli.wheelhouse, file=file, gpu=gpu, entry=entry, dest=dest, torch_index=torch_index)
+
+
+@task(
+    help={
+        "gpu": GPU,
+        "entry": "one entry id",
+        "push": "push each built image",
+        "registry": REGISTRY,
+        "backend": "auto (bake where buildx exists, else sdk), sdk or bake",
+        "print": "print the bake file, build nothing",
+        "ca_cert": "extra CA bundle for builds: auto (the host's), a path, or none",
+        "bake_ca": "keep that CA in the image",
+        "wheelhouse": "install from this wheelhouse, offline",
+        "file": FILE,
+    }
+)
+def build(
+    c,
+    gpu,
+    entry=None,
+    push=False,
+    registry=None,
+    backend="auto",
+    print=False,
+    ca_cert="auto",
+    bake_ca=False,
+    wheelhouse=None,
+    file=None,
+):
+    """Build the images of a GPU target, skipping those whose content-hashed tag exists."""
+    _call(
+        cli.build_images,
+        file=file,
+        gpu=gpu,
+        entry=entry,
+        push=push,
+        registry=registry,
+        backend=backend,
+        print_plan=print,
+        ca_cert=ca_cert,
+        bake_ca=bake_ca,
+        wheelhouse=wheelhouse,
+    )
+
+
+@task(help={"gpu": GPU, "entry": "one entry id", "registry": REGISTRY, "reports": "results directory", "file": FILE})
+def validate(c, gpu, entry=None, registry=None, reports="reports", file=None):
+    """Run the probe and the LayerNorm smoke test inside each built image, on the target's devices."""
+    _call(cli.validate, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports)
+
+
+@task(help={"gpu": GPU, "reports": "results directory", "file": FILE})
+def report(c, gpu=None, reports="reports", file=None):
+    """Turn validation results into compat.json/.md, junit.xml, index.html and in-toto statements."""
+    _call(cli.report, file=file, gpu=gpu, reports_dir=reports)
+
+
+@task(
+    help={
+        "gpu": GPU,
+        "image": "also check what torch sees inside this image",
+        "min_free_gb": "free disk needed",
+        "json": "print JSON",
+        "file": FILE,
+    }
+)
+def doctor(c, gpu=None, image=None, min_free_gb=None, json=False, file=None):
+    """Check that this runner can validate: engine, /dev/kfd, render nodes, groups, GPUs, disk."""
+    _call(cli.doctor, file=file, gpu=gpu, image=image, min_free_gb=min_free_gb, as_json=json)
+
+
+@task(
+    help={
+        "keep": "images to keep per entry",
+        "stop_timeout": "seconds before a stop becomes a kill",
+        "entry": "only this entry's containers and images",
+        "dry_run": "say what would go, touch nothing",
+    }
+)
+def clean(c, keep=2, stop_timeout=None, entry=None, dry_run=False):
+    """Stop rocmci's GPU containers and prune its old images (label-scoped: nothing it did not create)."""
+    _call(cli.clean, keep=keep, stop_timeout=stop_timeout, entry=entry, dry_run=dry_run)

@@ -1,0 +1,312 @@
+"""`invoke doctor`: each check against temporary /dev, /sys and /etc/group trees and canned command output, the
+real machine (no AMD GPU here: it must say exactly what is missing and exit non-zero), and the in-image torch probe
+against the real engine with a stand-in `python`."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rocmci.doctor import (
+    Check,
+    DoctorInputs,
+    EngineInfo,
+    HostGpus,
+    Status,
+    check_disk,
+    check_engine,
+    check_image_torch,
+    doctor_command,
+    gfx_from_target_version,
+    parse_amd_smi_list,
+    parse_rocminfo,
+    run_doctor,
+)
+
+ROCMINFO_MI300X_X2 = """\
+ROCk module version 6.8.5 is loaded
+=====================
+HSA System Attributes
+=====================
+Runtime Version:         1.14
+==========
+HSA Agents
+==========
+*******
+Agent 1
+*******
+  Name:                    AMD EPYC 9654 96-Core Processor
+  Uuid:                    CPU-XX
+  Marketing Name:          AMD EPYC 9654 96-Core Processor
+  Vendor Name:             CPU
+  Device Type:             CPU
+*******
+Agent 2
+*******
+  Name:                    gfx942
+  Uuid:                    GPU-5a3c8f1e2b7d4a10
+  Marketing Name:          AMD Instinct MI300X
+  Vendor Name:             AMD
+  Device Type:             GPU
+  ISA Info:
+    ISA 1
+      Name:                    amdgcn-amd-amdhsa--gfx942:sramecc+:xnack-
+*******
+Agent 3
+*******
+  Name:                    gfx942
+  Marketing Name:          AMD Instinct MI300X
+  Device Type:             GPU
+  ISA Info:
+    ISA 1
+      Name:                    amdgcn-amd-amdhsa--gfx942:sramecc+:xnack-
+*** Done ***
+"""
+
+
+@dataclass
+class FakePolicy:
+    devices: list[str] = field(default_factory=lambda: ["/dev/kfd", "/dev/dri"])
+    group_add: list[str] = field(default_factory=lambda: ["video", "render"])
+    shm_size: str = "16g"
+    network: str = "none"
+
+
+@dataclass
+class FakeTarget:
+    gfx: str | None = "gfx942"
+    kind: str = "amd"
+    device_policy: FakePolicy = field(default_factory=FakePolicy)
+
+
+class FakeEngine:
+    def version(self) -> dict[str, str]:
+        return {"Version": "20.10.24", "ApiVersion": "1.41"}
+
+    def info(self) -> dict[str, str]:
+        return {"DockerRootDir": "/"}
+
+
+def unreachable() -> Any:
+    raise ConnectionError("Docker engine not reachable at unix:///nope.sock: connection refused")
+
+
+def fake_tools(rocminfo: str | None = ROCMINFO_MI300X_X2, amd_smi_count: int | None = 2, buildx: bool = True):
+    """(runner, which) answering like a host with these tools installed."""
+
+    def which(name: str) -> str | None:
+        present = {"docker": buildx, "rocminfo": rocminfo is not None, "amd-smi": amd_smi_count is not None}
+        return f"/usr/bin/{name}" if present.get(name) else None
+
+    def runner(argv: Sequence[str]) -> tuple[int, str]:
+        tool = Path(argv[0]).name
+        if tool == "docker":
+            return (0, "github.com/docker/buildx v0.17.1\n") if buildx else (1, "docker: 'buildx' is not a docker command.")
+        if tool == "rocminfo" and rocminfo is not None:
+            return 0, rocminfo
+        if tool == "amd-smi" and amd_smi_count is not None:
+            return 0, json.dumps([{"gpu": i, "bdf": f"0000:{i:02x}:00.0"} for i in range(amd_smi_count)])
+        return 127, f"{tool}: not found"
+
+    return runner, which
+
+
+def gpu_host(root: Path, gfx_versions: Sequence[int] = (90402, 90402)) -> DoctorInputs:
+    """A /dev, /sys and /etc/group like an AMD runner's, under `root`."""
+    dev, sys_root = root / "dev", root / "sys"
+    (dev / "dri").mkdir(parents=True)
+    (dev / "kfd").symlink_to("/dev/null")  # a character device, as /dev/kfd is
+    for minor in range(128, 128 + len(gfx_versions)):
+        (dev / "dri" / f"renderD{minor}").touch()
+    nodes = sys_root / "devices/virtual/kfd/kfd/topology/nodes"
+    for i, version in enumerate((0, *gfx_versions)):  # node 0 is the CPU
+        (nodes / str(i)).mkdir(parents=True)
+        (nodes / str(i) / "properties").write_text(f"cpu_cores_count 96\ngfx_target_version {version}\n")
+    etc_group = root / "group"
+    etc_group.write_text(f"root:x:0:\nvideo:x:44:\nrender:x:{os.getgid()}:\n")
+    runner, which = fake_tools()
+    return DoctorInputs(dev, sys_root, etc_group, runner, which, client_factory=FakeEngine)
+
+
+def bare_host(root: Path) -> DoctorInputs:
+    """This CI machine's situation: no driver, no ROCm tools, engine up."""
+    (root / "dev").mkdir()
+    (root / "sys").mkdir()
+    (root / "group").write_text("root:x:0:\nvideo:x:44:\n")
+    runner, which = fake_tools(rocminfo=None, amd_smi_count=None, buildx=False)
+    return DoctorInputs(root / "dev", root / "sys", root / "group", runner, which, client_factory=FakeEngine)
+
+
+def by_name(checks: Sequence[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+# ---------------------------------------------------------------- parsers
+
+
+def test_parse_rocminfo_counts_gpu_agents_only() -> None:
+    assert parse_rocminfo(ROCMINFO_MI300X_X2) == HostGpus("rocminfo", 2, ("gfx942", "gfx942"))
+    assert parse_rocminfo("ROCk module is NOT loaded, possibly no GPU devices\n").count == 0
+
+
+@pytest.mark.parametrize(("version", "gfx"), [(90402, "gfx942"), (90500, "gfx950"), (90010, "gfx90a"), (110000, "gfx1100")])
+def test_gfx_from_target_version(version: int, gfx: str) -> None:
+    assert gfx_from_target_version(version) == gfx
+
+
+def test_parse_amd_smi_list() -> None:
+    assert parse_amd_smi_list('[{"gpu": 0}, {"gpu": 1}]') == 2
+    assert parse_amd_smi_list('{"gpu_list": [{"gpu": 0}]}') == 1
+    assert parse_amd_smi_list("not json") is None
+
+
+# ---------------------------------------------------------------- whole reports on fake hosts
+
+
+def test_ready_gpu_runner(tmp_path: Path) -> None:
+    report = run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=gpu_host(tmp_path))
+    checks = by_name(report.checks)
+    assert report.can_validate and report.exit_code == 0, report.table()
+    for name in ("engine", "buildx", "kfd", "render-nodes", "groups", "kfd-topology", "rocminfo", "amd-smi", "disk"):
+        assert checks[name].status is Status.OK, checks[name]
+    assert "2 GPU(s): gfx942, gfx942" in checks["rocminfo"].detail
+    assert f"render={os.getgid()}" in checks["groups"].detail
+    assert checks["image-torch"].status is Status.SKIP
+
+
+def test_wrong_gfx_on_runner_fails_with_label_fix(tmp_path: Path) -> None:
+    report = run_doctor("mi355x", FakeTarget(gfx="gfx950"), min_free_gb=0, inputs=gpu_host(tmp_path))
+    checks = by_name(report.checks)
+    assert report.exit_code == 1
+    assert checks["rocminfo"].status is Status.FAIL and "gfx950" in checks["rocminfo"].detail
+    assert "labels" in checks["rocminfo"].fix
+    assert checks["kfd-topology"].status is Status.FAIL
+
+
+def test_amd_smi_disagreeing_is_a_warning(tmp_path: Path) -> None:
+    inputs = gpu_host(tmp_path)
+    inputs.runner, inputs.which = fake_tools(amd_smi_count=1)
+    checks = by_name(run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=inputs).checks)
+    assert checks["amd-smi"].status is Status.WARN and "rocminfo sees 2" in checks["amd-smi"].detail
+
+
+def test_render_node_gid_mismatch_suggests_numeric_group(tmp_path: Path) -> None:
+    inputs = gpu_host(tmp_path)
+    inputs.etc_group.write_text("video:x:44:\nrender:x:4242:\n")
+    check = by_name(run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=inputs).checks)["groups"]
+    assert check.status is Status.WARN and f"--group-add {os.getgid()}" in check.fix
+
+
+def test_bare_machine_says_what_is_missing(tmp_path: Path) -> None:
+    report = run_doctor("mi355x", FakeTarget(gfx="gfx950"), min_free_gb=0, inputs=bare_host(tmp_path))
+    checks = by_name(report.checks)
+    failed = {c.name for c in report.checks if c.status is Status.FAIL}
+    assert failed == {"kfd", "render-nodes", "kfd-topology", "rocminfo"}
+    assert checks["engine"].status is Status.OK and checks["disk"].status is Status.OK
+    assert checks["buildx"].status is Status.WARN  # info only: never blocks
+    assert report.exit_code == 1
+    table = report.table()
+    assert "rocminfo not installed" in table and "modprobe amdgpu" in table and "NOT READY" in table
+    assert all(c.fix for c in report.checks if c.status is Status.FAIL), "every failure names a fix"
+
+
+def test_cpu_target_needs_no_gpu(tmp_path: Path) -> None:
+    target = FakeTarget(gfx=None, kind="cpu", device_policy=FakePolicy([], [], "2g"))
+    report = run_doctor("local", target, min_free_gb=0, inputs=bare_host(tmp_path))
+    assert report.exit_code == 0, report.table()
+    assert {c.name for c in report.checks if c.status is Status.SKIP} >= {"kfd", "render-nodes", "groups"}
+
+
+def test_engine_unreachable_fails(tmp_path: Path) -> None:
+    inputs = gpu_host(tmp_path)
+    inputs.client_factory = unreachable
+    report = run_doctor("mi300x", FakeTarget(), image="some/image:tag", min_free_gb=0, inputs=inputs)
+    checks = by_name(report.checks)
+    assert checks["engine"].status is Status.FAIL and "DOCKER_HOST" in checks["engine"].fix
+    assert checks["image-torch"].status is Status.SKIP  # cannot probe without an engine
+    assert report.exit_code == 1
+    assert check_engine(EngineInfo(False, error="boom")).status is Status.FAIL
+
+
+def test_disk_threshold(tmp_path: Path) -> None:
+    assert check_disk(tmp_path, 0).status is Status.OK
+    low = check_disk(tmp_path / "not" / "there", 1e9)
+    assert low.status is Status.FAIL and "invoke clean" in low.fix
+
+
+def test_image_torch_agreement() -> None:
+    host = HostGpus("rocminfo", 2, ("gfx942", "gfx942"))
+
+    def answer(count: int, hip: str | None = "7.2.0", gfx: str = "gfx942"):
+        return lambda: (0, json.dumps({"hip": hip, "torch": "2.13.0", "count": count, "gfx": [gfx] * count}))
+
+    assert check_image_torch("img", answer(2), host, "gfx942").status is Status.OK
+    one = check_image_torch("img", answer(1), host, "gfx942")
+    assert one.status is Status.FAIL and "rocminfo sees 2" in one.detail
+    cuda = check_image_torch("img", answer(0, hip=None), host, "gfx942")
+    assert cuda.status is Status.FAIL and "ROCm index" in cuda.fix
+    broken = check_image_torch("img", lambda: (1, "ModuleNotFoundError: No module named 'torch'"), host, "gfx942")
+    assert broken.status is Status.FAIL and "torch" in broken.detail
+
+
+# ---------------------------------------------------------------- this machine, for real
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(Path("/dev/kfd").exists(), reason="this host has an AMD GPU driver: the bare-machine test does not apply")
+def test_this_machine_reports_missing_gpu_and_exits_nonzero(capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_doctor(None, None, min_free_gb=1)
+    checks = by_name(report.checks)
+    if checks["engine"].status is not Status.OK:
+        pytest.skip(f"Docker engine not reachable: {checks['engine'].detail}")
+    assert checks["disk"].status is Status.OK, checks["disk"]
+    assert {"kfd", "render-nodes", "rocminfo"} <= {c.name for c in report.checks if c.status is Status.FAIL}
+    assert report.exit_code != 0
+    assert doctor_command("mi355x", min_free_gb=1) == 1
+    out = capsys.readouterr().out
+    assert "/dev/kfd missing" in out and "NOT READY: validation for target mi355x" in out
+    assert doctor_command("local", min_free_gb=1) == 0
+
+
+@pytest.mark.docker
+def test_image_probe_runs_in_a_labelled_container_and_cleans_up(tmp_path: Path) -> None:
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:
+        pytest.skip(f"Docker engine not reachable ({exc}); scripts/test starts one")
+    busybox = next((Path(p) for p in ("/bin/busybox", "/usr/bin/busybox") if Path(p).is_file()), None)
+    if busybox is None:
+        pytest.skip("no static busybox to make a test image from: apt-get install busybox-static")
+    fake_python = tmp_path / "python"  # stands in for `python -P -c <probe>`: what CPU torch would print
+    fake_python.write_text('#!/bin/sh\necho \'{"hip": null, "torch": "2.13.0+cpu", "count": 0, "gfx": []}\'\n')
+    fake_python.chmod(0o755)
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        tar.add(fake_python, arcname="bin/python")
+        link = tarfile.TarInfo("bin/sh")
+        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+        tar.addfile(link)
+    ref = f"rocmci-doctor-test:{uuid.uuid4().hex[:12]}"
+    repo, tag = ref.split(":")
+    client.api.import_image_from_data(rootfs.read_bytes(), repository=repo, tag=tag)
+    try:
+        target = FakeTarget(gfx=None, kind="cpu", device_policy=FakePolicy([], [], "64m"))
+        inputs = DoctorInputs(client_factory=lambda: client)
+        report = run_doctor("local", target, image=ref, min_free_gb=0, inputs=inputs)
+        probe = by_name(report.checks)["image-torch"]
+        assert probe.status is Status.OK, probe
+        assert "torch 2.13.0+cpu (hip None) sees 0 GPU(s)" in probe.detail
+        assert client.containers.list(all=True, filters={"ancestor": ref}) == []
+    finally:
+        client.images.remove(ref, force=True)

@@ -1,0 +1,652 @@
+"""rocmci.report: verdict rules, compat.json/compat.md/junit.xml/index.html/in-toto outputs, from the fixture results in
+tests/data/reports/ (written by hand from the contracts in docs/DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import xml.etree.ElementTree as ET
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rocmci import __version__
+from rocmci import report as rp
+from rocmci.report import (
+    CPU_ONLY_NOTE,
+    ReportError,
+    append_step_summary,
+    collect,
+    entry_documents,
+    render_junit,
+    render_markdown,
+    verdict_for,
+    write_all,
+)
+
+DATA = Path(__file__).parent / "data" / "reports"
+PASS = "mi355x-rocm7.2-torch2.13.0-aiter0.1.20"
+FAIL = "mi300x-rocm7.2-torch2.13.0-aiter0.1.20"
+ERROR = "mi325x-rocm7.2-torch2.13.0-aiter0.1.20"
+NOT_RUN = "mi350x-rocm7.2-torch2.13.0-aiter0.1.20"
+LOCAL = "local-cpu-torch2.13.0-aiter0.1.7.post2.dev18"
+DIGEST = "sha256:" + "ab" * 32
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(autouse=True)
+def _no_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GITHUB_STEP_SUMMARY", "GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> Path:
+    """A writable copy of the fixture reports directory."""
+    target = tmp_path / "reports"
+    shutil.copytree(DATA, target)
+    return target
+
+
+@pytest.fixture
+def plan() -> list[dict[str, Any]]:
+    return json.loads((DATA / "plan.json").read_text())
+
+
+def entry_of(plan: list[dict[str, Any]], entry_id: str) -> dict[str, Any]:
+    return next(e for e in plan if e["id"] == entry_id)
+
+
+def edit(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def set_step(doc: dict[str, Any], step: str, **fields: Any) -> None:
+    doc["steps"][step].update(fields)
+
+
+# ---------------------------------------------------------------- verdict rules
+
+
+@pytest.mark.parametrize(
+    ("entry_id", "verdict", "scope"),
+    [
+        (PASS, "pass", "gpu"),
+        (FAIL, "fail", "gpu"),
+        (ERROR, "error", "gpu"),
+        (NOT_RUN, "not-run", "gpu"),
+        (LOCAL, "pass", "cpu-only"),
+    ],
+)
+def test_fixture_verdicts(plan: list[dict[str, Any]], entry_id: str, verdict: str, scope: str) -> None:
+    result = verdict_for(DATA / entry_id, entry_of(plan, entry_id))
+    assert (result.verdict, result.scope) == (verdict, scope)
+    assert bool(result.reasons) == (verdict != "pass")
+
+
+def test_verdict_reasons_name_the_cause(plan: list[dict[str, Any]]) -> None:
+    fail = verdict_for(DATA / FAIL, entry_of(plan, FAIL))
+    assert any("aiter-ck strided 8192x128 bf16" in r and "31.3%" in r for r in fail.reasons)
+    assert any(r.startswith("smoke gate k_norm_min_speedup:") for r in fail.reasons)
+    error = verdict_for(DATA / ERROR, entry_of(plan, ERROR))
+    assert error.reasons == ["smoke exited 139 (killed by SIGSEGV) and wrote no usable smoke.json"]
+
+
+def test_verdict_without_plan_entry_uses_the_result_entry() -> None:
+    assert verdict_for(DATA / PASS).verdict == "pass"
+    assert verdict_for(DATA / LOCAL).notes == [CPU_ONLY_NOTE]
+
+
+def test_missing_result_is_not_run(reports: Path, plan: list[dict[str, Any]]) -> None:
+    assert verdict_for(reports / NOT_RUN, entry_of(plan, NOT_RUN)).verdict == "not-run"
+    logs_only = reports / NOT_RUN
+    logs_only.mkdir()
+    (logs_only / "probe.log").write_text("started\n")
+    verdict = verdict_for(logs_only, entry_of(plan, NOT_RUN))
+    assert verdict.verdict == "not-run"
+    assert "result.json does not exist" in verdict.reasons[0]
+
+
+def test_result_for_an_older_tag_is_not_run(plan: list[dict[str, Any]]) -> None:
+    entry = {**entry_of(plan, PASS), "tag": f"{PASS}-000000000000"}
+    verdict = verdict_for(DATA / PASS, entry)
+    assert verdict.verdict == "not-run"
+    assert verdict.reasons[0].startswith("stale result:")
+
+
+def _cpu_only_smoke(d: dict[str, Any]) -> None:
+    d.update(scope="cpu-only", device={"type": "cpu", "name": "x86_64", "hip": False, "gfx": None})
+
+
+def _cpu_only_probe(d: dict[str, Any]) -> None:
+    d.update(scope="cpu-only", gpu={"present": False, "count": 0, "gfx": None, "arch_full": None, "name": None})
+
+
+def _nvidia_smoke(d: dict[str, Any]) -> None:
+    d["device"].update(name="NVIDIA H200", hip=False, gfx=None)
+
+
+def _other_gfx(d: dict[str, Any]) -> None:
+    d["device"]["gfx"] = "gfx942"
+
+
+def _aiter_skipped(d: dict[str, Any]) -> None:
+    for case in d["cases"]:
+        if case["impl"].startswith("aiter"):
+            case.update(status="skipped", reason="aiter import failed")
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "reason"),
+    [
+        ("smoke.json", _cpu_only_smoke, "no GPU run: the smoke test ran with scope cpu-only"),
+        ("probe.json", _cpu_only_probe, "no GPU run: the probe ran with scope cpu-only"),
+        ("smoke.json", _nvidia_smoke, "is not a ROCm (HIP) device"),
+        ("smoke.json", _other_gfx, "ran on a gfx942 GPU but the entry targets gfx950"),
+        ("smoke.json", _aiter_skipped, "no aiter kernel ran on the GPU (aiter cases skipped: aiter import failed)"),
+        (
+            "result.json",
+            lambda d: set_step(d, "smoke", exit_code=None, skipped="no /dev/kfd on this runner"),
+            "no GPU run: the smoke",
+        ),
+    ],
+)
+def test_amd_entry_never_passes_without_a_gpu_run(
+    reports: Path, plan: list[dict[str, Any]], file: str, change: Callable[[dict[str, Any]], None], reason: str
+) -> None:
+    edit(reports / PASS / file, change)
+    verdict = verdict_for(reports / PASS, entry_of(plan, PASS))
+    assert verdict.verdict == "fail"
+    assert any(reason in r for r in verdict.reasons), verdict.reasons
+
+
+def test_amd_entry_with_cpu_only_smoke_is_labelled_no_gpu_run(reports: Path, plan: list[dict[str, Any]]) -> None:
+    edit(reports / PASS / "smoke.json", _cpu_only_smoke)
+    item = collect(reports, [entry_of(plan, PASS)]).entries[0]
+    assert item.verdict.scope == "cpu-only"
+    assert item.label == "fail (no GPU run)"
+    assert item.k_norm is None
+
+
+def _finding_error(d: dict[str, Any]) -> None:
+    d["findings"].append({"code": "aiter.module_norm.wrong_arch", "severity": "error", "message": "module_norm built for gfx942"})
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "reason"),
+    [
+        ("probe.json", _finding_error, "probe: aiter.module_norm.wrong_arch: module_norm built for gfx942"),
+        ("probe.json", lambda d: d.update(status="fail"), "probe.json says fail but the probe step exited 0"),
+    ],
+)
+def test_probe_problems(
+    reports: Path, plan: list[dict[str, Any]], file: str, change: Callable[[dict[str, Any]], None], reason: str
+) -> None:
+    edit(reports / PASS / file, change)
+    verdict = verdict_for(reports / PASS, entry_of(plan, PASS))
+    assert verdict.verdict in ("fail", "error")
+    assert reason in verdict.reasons
+
+
+def test_probe_error_finding_fails(reports: Path, plan: list[dict[str, Any]]) -> None:
+    def change(d: dict[str, Any]) -> None:
+        _finding_error(d)
+        d["status"] = "fail"
+
+    edit(reports / PASS / "probe.json", change)
+    edit(reports / PASS / "result.json", lambda d: set_step(d, "probe", exit_code=1))
+    verdict = verdict_for(reports / PASS, entry_of(plan, PASS))
+    assert verdict.verdict == "fail"
+    assert verdict.reasons == ["probe: aiter.module_norm.wrong_arch: module_norm built for gfx942"]
+
+
+@pytest.mark.parametrize(
+    ("file", "text_or_change", "reason"),
+    [
+        ("result.json", lambda d: d.update(error="container failed to start: no such device /dev/kfd"), "run error: container"),
+        ("smoke.json", "{not json", "smoke: smoke.json is not valid JSON (line 1 column 2"),
+        ("result.json", "[1, 2", "result: result.json is not valid JSON"),
+        ("smoke.json", lambda d: d.update(schema="rocmci.smoke/v9"), "has schema 'rocmci.smoke/v9', expected 'rocmci.smoke/v1'"),
+        (
+            "smoke.json",
+            lambda d: d["cases"][0].update(status="maybe"),
+            "smoke.json does not follow rocmci.smoke/v1: cases.0.status",
+        ),
+        ("result.json", lambda d: set_step(d, "probe", exit_code=2), "probe.json says pass but the probe step exited 2"),
+        ("result.json", lambda d: set_step(d, "smoke", exit_code=137), "smoke exited 137 (killed by SIGKILL)"),
+        ("result.json", lambda d: set_step(d, "smoke", exit_code=None), "smoke: no exit code recorded"),
+        ("result.json", lambda d: d.update(schema="rocmci.result/v0"), "expected 'rocmci.result/v1'"),
+        ("result.json", lambda d: d["entry"].update(id="another-entry"), "result.json is for entry 'another-entry'"),
+    ],
+)
+def test_error_results(reports: Path, plan: list[dict[str, Any]], file: str, text_or_change: Any, reason: str) -> None:
+    path = reports / PASS / file
+    if isinstance(text_or_change, str):
+        path.write_text(text_or_change)
+    else:
+        edit(path, text_or_change)
+    verdict = verdict_for(reports / PASS, entry_of(plan, PASS))
+    assert verdict.verdict == "error"
+    assert any(reason in r for r in verdict.reasons), verdict.reasons
+
+
+def test_status_error_with_exit_2_is_error(reports: Path, plan: list[dict[str, Any]]) -> None:
+    edit(reports / PASS / "smoke.json", lambda d: d.update(status="error"))
+    edit(reports / PASS / "result.json", lambda d: set_step(d, "smoke", exit_code=2))
+    verdict = verdict_for(reports / PASS, entry_of(plan, PASS))
+    assert verdict.verdict == "error"
+    assert verdict.reasons == ["smoke: status error (the smoke test could not run)"]
+
+
+def test_legacy_result_layout_is_read(reports: Path, plan: list[dict[str, Any]]) -> None:
+    def legacy(d: dict[str, Any]) -> None:
+        d.pop("steps")
+        d.update(probe_exit=0, smoke_exit=0)
+
+    edit(reports / PASS / "result.json", legacy)
+    assert verdict_for(reports / PASS, entry_of(plan, PASS)).verdict == "pass"
+
+
+def test_cpu_entry_passes_only_cpu_only(reports: Path, plan: list[dict[str, Any]]) -> None:
+    local = entry_of(plan, LOCAL)
+    verdict = verdict_for(reports / LOCAL, local)
+    assert (verdict.verdict, verdict.scope, verdict.notes) == ("pass", "cpu-only", [CPU_ONLY_NOTE])
+    edit(reports / LOCAL / "smoke.json", lambda d: d.update(scope="gpu"))
+    verdict = verdict_for(reports / LOCAL, local)
+    assert verdict.verdict == "fail"
+    assert "a cpu entry must run with scope cpu-only; the smoke reported scope gpu" in verdict.reasons
+    assert verdict.notes == [CPU_ONLY_NOTE]
+
+
+def test_fixture_image_never_passes_for_an_amd_target(plan: list[dict[str, Any]]) -> None:
+    verdict = verdict_for(DATA / PASS, {**entry_of(plan, PASS), "fixture": True})
+    assert verdict.verdict == "fail"
+    assert "a fixture image (test-double aiter) can never pass for an AMD target" in verdict.reasons
+
+
+def test_unsafe_entry_id_is_refused(reports: Path) -> None:
+    with pytest.raises(ReportError, match="not a safe directory name"):
+        collect(reports, [{"id": "../etc", "gpu": "x", "stack": "y"}])
+
+
+# ---------------------------------------------------------------- compat.json
+
+
+def test_compat_json_fields(reports: Path, plan: list[dict[str, Any]]) -> None:
+    paths = write_all(reports, plan, generated_at="2026-05-04T09:20:00Z")
+    doc = json.loads(paths.compat_json.read_text())
+    assert doc["schema"] == "rocmci.compat/v1"
+    assert doc["generated_at"] == "2026-05-04T09:20:00Z"
+    assert doc["rocmci_version"] == __version__
+    assert doc["summary"] == {"pass": 2, "fail": 1, "error": 1, "not-run": 5, "total": 9}
+    assert [e["entry"]["id"] for e in doc["entries"]] == [e["id"] for e in plan]
+    by_id = {e["entry"]["id"]: e for e in doc["entries"]}
+    record = by_id[PASS]
+    assert set(record) >= {"entry", "image", "subject", "host", "verdict", "scope", "reasons", "notes", "label", "fixture"}
+    assert set(record) >= {"k_norm", "k_norm_speedup", "steps", "started", "finished", "report_time"}
+    assert record["entry"] == entry_of(plan, PASS)
+    assert record["verdict"] == "pass" and record["scope"] == "gpu" and record["label"] == "pass 2.9x"
+    assert record["k_norm_speedup"] == 2.92
+    assert (
+        record["k_norm"]["impl"] == "aiter-ck" and record["k_norm"]["tokens"] == 8192 and record["k_norm"]["dtype"] == "bfloat16"
+    )
+    assert record["image"]["ref"].endswith(entry_of(plan, PASS)["tag"]) and record["image"]["digest"] is None
+    assert record["subject"] is None
+    assert record["host"]["gpu_name"] == "AMD Instinct MI355X" and record["host"]["gfx"] == "gfx950"
+    assert "mi355x-runner-03" not in json.dumps(record), "hostnames stay out of the published record"
+    assert record["report_time"] == "2026-05-04T09:20:00Z"
+    assert by_id[LOCAL]["label"] == "pass (CPU only, no aiter kernel ran)"
+    assert by_id[LOCAL]["notes"] == [CPU_ONLY_NOTE]
+    assert by_id[NOT_RUN]["verdict"] == "not-run" and by_id[NOT_RUN]["image"] is None
+    assert by_id[ERROR]["steps"]["smoke"] == {"exit_code": 139, "wall_s": 9.7, "skipped": None, "status": None}
+
+
+def test_k_norm_speedup_falls_back_to_aiter_triton(reports: Path, plan: list[dict[str, Any]]) -> None:
+    def drop_ck(d: dict[str, Any]) -> None:
+        d["cases"] = [c for c in d["cases"] if c["impl"] != "aiter-ck"]
+
+    edit(reports / PASS / "smoke.json", drop_ck)
+    item = collect(reports, [entry_of(plan, PASS)]).entries[0]
+    assert item.k_norm is not None and item.k_norm.impl == "aiter-triton"
+    assert item.label == "pass 2.5x"
+
+
+# ---------------------------------------------------------------- compat.md and the step summary
+
+
+def _row(md: str, stack: str) -> list[str]:
+    line = next(line for line in md.splitlines() if line.startswith(f"| {stack} |"))
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+
+def test_markdown_matrix_cells(reports: Path, plan: list[dict[str, Any]]) -> None:
+    md = render_markdown(collect(reports, plan, "2026-05-04T09:20:00Z"))
+    header = _row(md, "stack")
+    assert header == ["stack", "mi300x (gfx942)", "mi325x (gfx942)", "mi350x (gfx950)", "mi355x (gfx950)", "local (cpu)"]
+    assert _row(md, "rocm7.2-torch2.13") == ["rocm7.2-torch2.13", "fail 1.6x", "error", "not-run", "pass 2.9x", "—"]
+    assert _row(md, "rocm7.1-torch2.12") == ["rocm7.1-torch2.12", "not-run", "not-run", "not-run", "not-run", "—"]
+    assert _row(md, "local")[-1] == "pass (CPU only, no aiter kernel ran)"
+    assert "## Not passing" in md
+    assert f"- **{ERROR}**: error\n  - smoke exited 139 (killed by SIGSEGV) and wrote no usable smoke.json" in md
+    assert f"- **{LOCAL}**: CPU only: no aiter kernel ran" in md
+
+
+def test_step_summary_appends_when_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert append_step_summary("# hi\n") is False
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert append_step_summary("# matrix\n") is True
+    assert summary.read_text() == "earlier step\n# matrix\n"
+
+
+def test_step_summary_is_truncated_under_1mb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = tmp_path / "summary.md"
+    summary.write_text("x" * 1000 + "\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    big = "".join(f"| row {i} | é | pass 2.9x |\n" for i in range(80_000))
+    assert len(big.encode()) > 1_000_000
+    assert append_step_summary(big) is True
+    data = summary.read_bytes()
+    assert len(data) < 1_000_000
+    text = data.decode("utf-8")
+    assert "**Truncated**" in text and "reports/compat.md" in text
+    body = text.split("\n\n> **Truncated**")[0]
+    assert body.endswith("|\n"), "cut at a line boundary"
+
+
+# ---------------------------------------------------------------- junit.xml
+
+
+def test_junit_structure(reports: Path, plan: list[dict[str, Any]]) -> None:
+    root = ET.fromstring(render_junit(collect(reports, plan, "2026-05-04T09:20:00Z")))
+    # The attribute and child sets the strictest common reader (Jenkins' junit-10.xsd) accepts.
+    assert root.tag == "testsuites"
+    assert set(root.attrib) <= {"name", "time", "tests", "failures", "errors"}
+    assert all(child.tag == "testsuite" for child in root)
+    suite_attrs = {"name", "tests", "failures", "errors", "group", "time", "skipped", "timestamp", "hostname", "id", "package"}
+    suites = root.findall("testsuite")
+    for suite in suites:
+        assert set(suite.attrib) <= suite_attrs
+        assert {child.tag for child in suite} <= {"testsuite", "properties", "testcase", "system-out", "system-err"}
+        for case in suite.iter("testcase"):
+            assert set(case.attrib) <= {"name", "time", "classname", "group"}
+            assert {child.tag for child in case} <= {"skipped", "error", "failure", "system-out", "system-err"}
+        for prop in suite.iter("property"):
+            assert set(prop.attrib) == {"name", "value"}
+    assert [s.get("name") for s in suites] == [e["id"] for e in plan]
+    for suite in suites:
+        cases = suite.findall("testcase")
+        for attr in ("name", "tests", "failures", "errors", "skipped"):
+            assert suite.get(attr) is not None, attr
+        assert int(suite.get("tests", "")) == len(cases)
+        for tag, attr in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+            assert int(suite.get(attr, "")) == sum(1 for c in cases if c.find(tag) is not None)
+        assert next(iter(suite)).tag == "properties"
+        props = {p.get("name"): p.get("value") for p in suite.find("properties") or []}
+        assert {"gpu", "gfx", "stack", "rocm", "torch", "aiter", "tag"} <= set(props)
+        for case in cases:
+            assert case.get("name") and case.get("classname")
+            assert len([c for c in case if c.tag in ("failure", "error", "skipped")]) <= 1
+        if suite.get("time") is not None:
+            assert re.fullmatch(r"[0-9]+\.[0-9]+", suite.get("time", ""))
+    assert int(root.get("tests", "")) == sum(int(s.get("tests", "")) for s in suites)
+    by_name = {s.get("name"): s for s in suites}
+    props = {p.get("name"): p.get("value") for p in by_name[PASS].find("properties") or []}
+    assert props["gpu"] == "mi355x" and props["gfx"] == "gfx950" and props["torch"] == "2.13.0" and props["fixture"] == "false"
+    # one testcase per probe finding and per smoke case, plus gates and the overall verdict
+    smoke = json.loads((DATA / PASS / "smoke.json").read_text())
+    probe = json.loads((DATA / PASS / "probe.json").read_text())
+    expected = 1 + len(probe["findings"]) + len(smoke["cases"]) + len(smoke["gates"])
+    assert int(by_name[PASS].get("tests", "")) == expected
+    fail_cases = {c.get("name"): c for c in by_name[FAIL].findall("testcase")}
+    assert fail_cases["verdict"].find("failure") is not None
+    assert fail_cases["aiter-ck strided 8192x128 bf16"].find("failure") is not None
+    assert fail_cases["k_norm_min_speedup"].find("failure") is not None
+    error_verdict = by_name[ERROR].find("testcase[@name='verdict']/error")
+    assert error_verdict is not None and "Segmentation fault" in (error_verdict.text or "")
+    assert by_name[NOT_RUN].find("testcase[@name='verdict']/skipped") is not None
+    local_cases = {c.get("name"): c for c in by_name[LOCAL].findall("testcase")}
+    assert local_cases["aiter-ck k_norm 8192x128 bf16"].find("skipped") is not None
+    assert CPU_ONLY_NOTE in (local_cases["verdict"].findtext("system-out") or "")
+
+
+def test_junit_parses_with_junitparser(reports: Path, plan: list[dict[str, Any]]) -> None:
+    junitparser = pytest.importorskip("junitparser", reason="pip install junitparser for the third-party JUnit reader check")
+    paths = write_all(reports, plan, generated_at="2026-05-04T09:20:00Z")
+    xml = junitparser.JUnitXml.fromfile(str(paths.junit_xml))
+    suites = {suite.name: suite for suite in xml}
+    assert suites[FAIL].failures == 3 and suites[ERROR].errors == 1 and suites[NOT_RUN].skipped == 1
+    outcomes = {case.name: [type(r).__name__ for r in case.result] for case in suites[FAIL]}
+    assert outcomes["verdict"] == ["Failure"]
+    assert outcomes["aiter-ck k_norm 8192x128 bf16"] == []
+    props = {p.name: p.value for p in suites[PASS].properties()}
+    assert props["tag"] == entry_of(plan, PASS)["tag"]
+
+
+# ---------------------------------------------------------------- in-toto
+
+
+def test_intoto_statements(reports: Path, plan: list[dict[str, Any]]) -> None:
+    paths = write_all(reports, plan, generated_at="2026-05-04T09:20:00Z")
+    assert set(paths.intoto) == {PASS, FAIL, ERROR, LOCAL}
+    assert not (reports / NOT_RUN).exists()
+    statements = {k: json.loads(v.read_text()) for k, v in paths.intoto.items()}
+    for statement in statements.values():
+        assert statement["_type"] == "https://in-toto.io/Statement/v1"
+        assert statement["predicateType"] == "https://in-toto.io/attestation/test-result/v0.1"
+        assert statement["subject"] == []  # no digest before the push
+        predicate = statement["predicate"]
+        assert set(predicate) >= {"result", "configuration", "passedTests", "failedTests", "warnedTests"}
+        assert predicate["configuration"][0]["name"] == "matrix.yaml"
+    assert statements[PASS]["predicate"]["result"] == "PASSED"
+    assert statements[FAIL]["predicate"]["result"] == "FAILED"
+    assert "smoke/aiter-ck strided 8192x128 bf16" in statements[FAIL]["predicate"]["failedTests"]
+    assert "probe/host.amdgpu.driver_old" in statements[FAIL]["predicate"]["warnedTests"]
+    assert statements[ERROR]["predicate"]["result"] == "FAILED"
+    assert statements[LOCAL]["predicate"]["result"] == "WARNED"
+    assert f"note/{CPU_ONLY_NOTE}" in statements[LOCAL]["predicate"]["warnedTests"]
+
+
+def test_entry_documents_fill_the_subject(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.com")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/rocmci")
+    monkeypatch.setenv("GITHUB_RUN_ID", "42")
+    record, statement = entry_documents(DATA / PASS, DIGEST, "ghcr.io/acme/rocmci", report_time="2026-05-04T10:00:00Z")
+    assert record["subject"] == {"name": "ghcr.io/acme/rocmci", "digest": DIGEST}
+    assert record["image"]["digest"] == DIGEST and record["image"]["ref"].startswith("ghcr.io/acme/rocmci:")
+    assert record["report_time"] == "2026-05-04T10:00:00Z" and record["verdict"] == "pass"
+    assert statement["subject"] == [{"name": "ghcr.io/acme/rocmci", "digest": {"sha256": "ab" * 32}}]
+    assert statement["predicate"]["url"] == "https://github.com/acme/rocmci/actions/runs/42"
+    image = statement["predicate"]["configuration"][1]
+    assert image["digest"] == {"sha256": "ab" * 32}
+
+
+def test_entry_documents_refuse_bad_digests(reports: Path) -> None:
+    with pytest.raises(ReportError, match="not sha256"):
+        entry_documents(reports / PASS, "sha256:abc", "r/x")
+    edit(reports / PASS / "result.json", lambda d: d["image"].update(digest="sha256:" + "cd" * 32))
+    with pytest.raises(ReportError, match="refusing to attach"):
+        entry_documents(reports / PASS, DIGEST, "r/x")
+
+
+def test_credentials_in_references_never_reach_reports(reports: Path, plan: list[dict[str, Any]]) -> None:
+    record, statement = entry_documents(reports / PASS, DIGEST, "https://bot:s3cr3t-token@registry.example/rocmci")
+    assert "s3cr3t" not in json.dumps(record) + json.dumps(statement)
+    edit(reports / PASS / "result.json", lambda d: d["image"].update(ref="https://u:s3cr3t-token@reg.example/rocmci:t"))
+    paths = write_all(reports, plan)
+    for path in (paths.compat_json, paths.compat_md, paths.junit_xml, paths.index_html, paths.intoto[PASS]):
+        assert "s3cr3t" not in path.read_text(), path
+
+
+# ---------------------------------------------------------------- index.html
+
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>|\x1b[31m\x00'
+
+
+def test_html_escapes_hostile_strings(reports: Path, plan: list[dict[str, Any]]) -> None:
+    local = entry_of(plan, LOCAL)
+    local["stack"] = "evil" + HOSTILE
+    edit(reports / LOCAL / "result.json", lambda d: d["host"].update(hostname=HOSTILE, gpu_name=HOSTILE))
+    edit(
+        reports / LOCAL / "probe.json",
+        lambda d: d["findings"].append({"code": HOSTILE, "severity": "warning", "message": HOSTILE}),
+    )
+
+    def hostile_case(d: dict[str, Any]) -> None:
+        d["cases"][0]["impl"] = '"><svg onload=alert(2)>'
+        d["cases"][1]["reason"] = HOSTILE
+
+    edit(reports / LOCAL / "smoke.json", hostile_case)
+    paths = write_all(reports, plan)
+    page = paths.index_html.read_text()
+    assert "<script" not in page.lower() and "<img" not in page and "<svg onload" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "\x1b" not in page and "\x00" not in page
+    ET.fromstring(paths.junit_xml.read_text())  # control characters stripped: still well-formed XML
+    md = paths.compat_md.read_text()
+    assert "<script" not in md
+    row = next(line for line in md.splitlines() if line.startswith("| evil"))
+    assert len(re.findall(r"(?<!\\)\|", row)) == len(re.findall(r"(?<!\\)\|", md.splitlines()[4]))
+
+
+def test_html_is_self_contained(reports: Path, plan: list[dict[str, Any]]) -> None:
+    page = write_all(reports, plan).index_html.read_text()
+    assert "<script" not in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert "@import" not in page and "url(" not in page
+    assert page.count('<svg xmlns="http://www.w3.org/2000/svg" class="plot') >= 7  # overview + 2 per entry with smoke
+    assert '<table class="matrix">' in page
+    assert CPU_ONLY_NOTE in page
+
+
+def test_logs_are_read_only_from_the_entry_dir(reports: Path, plan: list[dict[str, Any]], tmp_path: Path) -> None:
+    secret = tmp_path / "outside.txt"
+    secret.write_text("TOP-SECRET-OUTSIDE\n")
+    edit(reports / ERROR / "result.json", lambda d: set_step(d, "smoke", log="../../outside.txt"))
+    paths = write_all(reports, plan)
+    assert "TOP-SECRET-OUTSIDE" not in paths.index_html.read_text() + paths.junit_xml.read_text()
+
+
+# ---------------------------------------------------------------- nothing half-written
+
+
+def test_a_failed_write_leaves_no_compat_json(reports: Path, plan: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = write_all(reports, plan)
+    assert paths.compat_json.exists()
+
+    def boom(report: rp.CompatReport) -> str:
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(rp, "render_html", boom)
+    with pytest.raises(RuntimeError, match="render failed"):
+        write_all(reports, plan)
+    assert not paths.compat_json.exists(), "a stale compat.json could claim a pass the current results do not show"
+    monkeypatch.undo()
+
+    real_replace = os.replace
+
+    def failing_replace(src: str, dst: str) -> None:
+        if str(dst).endswith("junit.xml"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        write_all(reports, plan)
+    assert not paths.compat_json.exists()
+    assert not list(reports.rglob("*.tmp")), "temporary files are cleaned up"
+
+
+def test_not_run_entries_lose_stale_intoto(reports: Path, plan: list[dict[str, Any]]) -> None:
+    write_all(reports, plan)
+    assert (reports / PASS / "intoto.json").exists()
+    stale = {**entry_of(plan, PASS), "tag": f"{PASS}-000000000000"}
+    write_all(reports, [stale if e["id"] == PASS else e for e in plan])
+    assert not (reports / PASS / "intoto.json").exists()
+
+
+def test_fixture_entry_is_labelled_everywhere(reports: Path, plan: list[dict[str, Any]]) -> None:
+    local = {**entry_of(plan, LOCAL), "fixture": True}
+    paths = write_all(reports, [local])
+    record = json.loads(paths.compat_json.read_text())["entries"][0]
+    assert record["fixture"] is True and record["verdict"] == "pass"
+    assert record["label"] == "pass (CPU only, no aiter kernel ran; fixture)"
+    assert any("fixture image" in note for note in record["notes"])
+    assert "fixture" in paths.compat_md.read_text()
+    assert "FIXTURE" in paths.index_html.read_text()
+    assert '<property name="fixture" value="true" />' in paths.junit_xml.read_text()
+    statement = json.loads(paths.intoto[LOCAL].read_text())
+    assert statement["predicate"]["result"] == "WARNED"
+    assert any(t.startswith("note/fixture image") for t in statement["predicate"]["warnedTests"])
+
+
+# ---------------------------------------------------------------- headless Chromium
+
+
+def _png_facts(path: Path) -> tuple[int, int, int]:
+    """(width, height, distinct byte values in the decompressed image data): a blank page has very few."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    idat, pos = b"", 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return width, height, len(set(zlib.decompress(idat)))
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False)
+
+
+@pytest.mark.chromium
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install -y chromium fonts-dejavu-core)")
+def test_index_html_renders_in_headless_chromium(reports: Path, plan: list[dict[str, Any]], tmp_path: Path) -> None:
+    paths = write_all(reports, plan, generated_at="2026-05-04T09:20:00Z")
+    url = paths.index_html.resolve().as_uri()
+
+    dom = _chromium(tmp_path, "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert '<table class="matrix">' in dom.stdout
+    assert "pass" in dom.stdout and "2.9×" in dom.stdout
+    assert dom.stdout.count("<svg") >= 7
+    assert "<polyline" in dom.stdout and "<rect" in dom.stdout
+
+    png = tmp_path / "report.png"
+    shot = _chromium(tmp_path, f"--screenshot={png}", "--window-size=1400,2000", url)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert png.exists() and png.stat().st_size > 50_000
+    width, height, distinct = _png_facts(png)
+    assert (width, height) == (1400, 2000)
+    assert distinct > 100, "the screenshot looks blank"
+    if target := os.environ.get("ROCMCI_REPORT_SCREENSHOT"):
+        shutil.copyfile(png, target)

