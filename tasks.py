@@ -126,3 +126,51 @@ def doctor(c, gpu=None, image=None, min_free_gb=None, json=False, file=None):
 def clean(c, keep=2, stop_timeout=None, entry=None, dry_run=False):
     """Stop rocmci's GPU containers and prune its old images (label-scoped: nothing it did not create)."""
     _call(cli.clean, keep=keep, stop_timeout=stop_timeout, entry=entry, dry_run=dry_run)
+
+
+@task(help={"gpu": GPU, "entry": "one entry id", "registry": REGISTRY, "reports": "results directory", "file": FILE})
+def publish(c, gpu, entry=None, registry=None, reports="reports", file=None):
+    """Push validated images by digest with their reports attached; move <gpu>-validated only for a pass."""
+    _call(cli.publish, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports)
+
+
+@task(
+    help={
+        "gpu": GPU,
+        "torch": "torch version (prefix)",
+        "aiter": "aiter version (prefix)",
+        "registry": REGISTRY,
+        "lock": "write the chosen digest and pins to this file",
+        "file": FILE,
+    }
+)
+def pull(c, gpu, torch=None, aiter=None, registry=None, lock=None, file=None):
+    """Pull the newest image whose attached report passed on this GPU, by digest."""
+    _call(cli.pull, file=file, gpu=gpu, torch=torch, aiter=aiter, registry=registry, lock=lock)
+
+
+@task(
+    help={
+        "gpu": GPU,
+        "entry": "one entry id",
+        "registry": REGISTRY,
+        "wheelhouse": "install from this wheelhouse, offline",
+        "ca_cert": "extra CA bundle for builds: auto, a path, or none",
+        "reports": "results directory",
+        "publish": "publish images with their reports (default on)",
+        "file": FILE,
+    }
+)
+def pipeline(c, gpu, entry=None, registry=None, wheelhouse=None, ca_cert="auto", reports="reports", publish=True, file=None):
+    """The main job for a GPU target: build, validate, report, publish; ends with a summary table."""
+    _call(
+        cli.pipeline,
+        file=file,
+        gpu=gpu,
+        entry=entry,
+        registry=registry,
+        wheelhouse=wheelhouse,
+        ca_cert=ca_cert,
+        reports_dir=reports,
+        publish_images=publish,
+    )

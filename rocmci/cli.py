@@ -90,9 +90,12 @@ def base(file: str | None, gpu: str | None) -> None:
 
 
 @reports_errors
-def wheelhouse(file: str | None, gpu: str | None, entry: str | None, dest: str, torch_index: bool) -> None:
+def wheelhouse(file: str | None, gpu: str | None, entry: str | None, dest: str, torch_index: str) -> None:
     _plan, entries = _selected(file, gpu, entry)
-    wheels = build.fill_wheelhouse(entries, Path(dest), use_torch_index=torch_index)
+    choice = {"auto": None, "yes": True, "no": False}.get(torch_index)
+    if torch_index not in ("auto", "yes", "no"):
+        raise build.BuildError(f"--torch-index: expected auto, yes or no (got {torch_index!r})")
+    wheels = build.fill_wheelhouse(entries, Path(dest), use_torch_index=choice, progress=_progress(entries))
     print(f"{len(wheels)} wheels in {dest}")
 
 
@@ -180,3 +183,75 @@ def clean(keep: str | int, stop_timeout: str | None, entry: str | None, dry_run:
     _exit_with(
         clean_command(keep=int(keep), stop_timeout=int(stop_timeout) if stop_timeout else None, dry_run=dry_run, entry=entry)
     )
+
+
+@reports_errors
+def publish(file: str | None, gpu: str, entry: str | None, registry: str | None, reports_dir: str) -> None:
+    from rocmci import registry as oci
+
+    plan, entries = _selected(file, gpu, entry)
+    items = oci.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
+    results = oci.publish(items, repository_for(plan, registry))
+    rows = [
+        (r.entry_id, r.status, r.verdict or "-", "moved" if r.moved else "not moved", r.reference or r.reason) for r in results
+    ]
+    print("\n" + table(("entry", "status", "verdict", r"validated tag", "reference"), rows))
+    if any(not r.ok for r in results):
+        raise TaskFailed(1)
+
+
+@reports_errors
+def pull(file: str | None, gpu: str, torch: str | None, aiter: str | None, registry: str | None, lock: str | None) -> None:
+    from rocmci import registry as oci
+
+    plan = load_plan(file)
+    plan.select(gpu)
+    result = oci.pull(repository_for(plan, registry), gpu, torch=torch, aiter=aiter, lock_file=lock)
+    print(result.reference)
+
+
+@reports_errors
+def pipeline(
+    file: str | None,
+    gpu: str,
+    entry: str | None,
+    registry: str | None,
+    wheelhouse: str | None,
+    ca_cert: str | None,
+    reports_dir: str,
+    publish_images: bool,
+) -> None:
+    """The main job: build -> validate -> report -> publish, per entry, ending with one summary table."""
+    from rocmci import registry as oci
+    from rocmci import report as compat
+
+    plan, entries = _selected(file, gpu, entry)
+    repository = repository_for(plan, registry)
+    progress = _progress(entries)
+    options = build.BuildOptions.resolve(plan.repository, ca_cert=ca_cert, wheelhouse=Path(wheelhouse) if wheelhouse else None)
+    built = {r.entry_id: r for r in build.build_entries(plan, entries, options, progress)}
+    runnable = [e for e in entries if built[e.id].status != "failed"]
+    reports = Path(reports_dir)
+    ran = (
+        {r.entry_id: r for r in run.validate_entries(plan, runnable, run.RunOptions(plan.repository, reports), progress)}
+        if runnable
+        else {}
+    )
+    paths = compat.write_all(reports, [e.summary() for e in entries])
+    compat.append_step_summary(paths.compat_md.read_text())
+    judged = {r.id: r for r in paths.report.entries}
+    published = {}
+    if publish_images and runnable:
+        items = oci.publish_items(runnable, reports, local_repository=plan.repository)
+        published = {r.entry_id: r for r in oci.publish(items, repository, log=lambda line: progress.line("publish", line))}
+    rows = []
+    for e in entries:
+        pub = published.get(e.id)
+        checks = ran[e.id].status if e.id in ran else "-"
+        where = (pub.reference or pub.reason) if pub else "-"
+        rows.append((e.id, built[e.id].status, checks, judged[e.id].label, where, "moved" if pub and pub.moved else "-"))
+    print("\n" + table(("entry", "build", "checks", "verdict", "published", f"{gpu}-validated"), rows))
+    print(f"\nreports: {paths.compat_md}, {paths.index_html}")
+    failed = any(built[e.id].status == "failed" for e in entries) or any(not p.ok for p in published.values())
+    if failed or any(not r.verdict.passed for r in judged.values()):
+        raise TaskFailed(1)

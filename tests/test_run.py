@@ -1,0 +1,134 @@
+"""invoke validate: device policy resolution, the checks in the real local image, clean-up on failure and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rocmci.matrix import load_plan
+from rocmci.report import verdict_for
+from rocmci.run import RunOptions, container_spec, probe_command, smoke_command, validate_entries
+from tests.conftest import ROOT
+
+
+def _fake_dev(tmp_path: Path, kfd: bool = True, render: bool = True) -> Path:
+    dev = tmp_path / "dev"
+    (dev / "dri").mkdir(parents=True)
+    if kfd:
+        (dev / "kfd").touch()
+    if render:
+        (dev / "dri" / "renderD128").touch()
+    return dev
+
+
+def test_amd_policy_resolves_devices_and_numeric_groups(tmp_path):
+    entry = load_plan().select("mi355x")[0]
+    spec = container_spec(entry, _fake_dev(tmp_path))
+    assert [d.split(":")[1] for d in spec.devices] == ["/dev/kfd", "/dev/dri"]
+    assert all(d.endswith(":rwm") for d in spec.devices)
+    assert spec.missing_devices == []
+    render_gid = str((tmp_path / "dev" / "dri" / "renderD128").stat().st_gid)
+    assert render_gid in spec.group_add and all(g.isdigit() for g in spec.group_add)
+    assert spec.shm_size == "16g" and spec.network_mode == "none"
+    assert spec.labels["io.rocmci.role"] == "validate" and spec.labels["io.rocmci.entry"] == entry.id
+    assert spec.labels["io.rocmci.devices"] == "/dev/kfd,/dev/dri"
+
+
+def test_missing_gpu_devices_are_named(tmp_path):
+    entry = load_plan().select("mi300x")[0]
+    spec = container_spec(entry, _fake_dev(tmp_path, kfd=False, render=False))
+    assert spec.missing_devices == ["/dev/kfd", "/dev/dri/renderD*"]
+
+
+def test_check_commands_carry_the_pins_and_gates():
+    plan = load_plan()
+    amd, local = plan.select("mi355x")[0], plan.select("local")[0]
+    probe = probe_command(amd)
+    assert probe[:3] == ["python", "-P", "/opt/rocmci/checks/probe.py"]
+    assert probe[probe.index("--expect-gfx") + 1] == "gfx950" and "--expect-rocm" in probe
+    assert probe[probe.index("--expect-aiter") + 1] == "0.1.20"
+    smoke = smoke_command(amd, amd.target)
+    assert smoke[smoke.index("--peak-bandwidth-gbs") + 1] == "8000.0"
+    assert smoke[smoke.index("--gate-min-speedup") + 1] == "2.0"
+    assert "aiter-ck" in smoke[smoke.index("--impl") + 1]
+    assert "--cpu-only" in probe_command(local) and "--cpu-only" in smoke_command(local, local.target)
+
+
+def _managed_containers(engine) -> list:
+    return engine.containers.list(all=True, filters={"label": "io.rocmci.role=validate"})
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_local_image_probe_sees_the_real_no_rocm_failure(engine, built_images, tmp_path):
+    plan = built_images.local_plan
+    options = RunOptions(repository=built_images.repository, reports_dir=tmp_path)
+    [result] = validate_entries(plan, plan.select("local"), options)
+    assert result.status == "ok", result
+    probe = json.loads((tmp_path / result.entry_id / "probe.json").read_text())
+    codes = {f["code"]: f["severity"] for f in probe["findings"]}
+    assert codes["aiter.import.no_rocm"] == "expected"
+    assert probe["scope"] == "cpu-only" and probe["versions"]["aiter_dist"] == "0.1.7.post2.dev18"
+    smoke = json.loads((tmp_path / result.entry_id / "smoke.json").read_text())
+    assert smoke["scope"] == "cpu-only" and smoke["status"] == "pass"
+    assert any(s["what"] == "impl aiter-ck" for s in smoke["skipped"]), "no aiter kernel may run on the CPU"
+    document = json.loads((tmp_path / result.entry_id / "result.json").read_text())
+    assert document["schema"] == "rocmci.result/v1" and document["entry"]["id"] == result.entry_id
+    verdict = verdict_for(tmp_path / result.entry_id)
+    assert verdict.verdict == "pass" and verdict.scope == "cpu-only"
+    assert any("no aiter kernel ran" in note for note in verdict.notes)
+    assert not _managed_containers(engine)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_amd_entry_without_gpu_is_never_a_pass(engine, built_images, tmp_path):
+    """An AMD target on a host without /dev/kfd: the probe runs without devices, smoke is skipped, verdict not pass.
+
+    The local image stands in for the AMD image (none can be built here): it is retagged as the mi355x entry."""
+    plan = load_plan()
+    entry = plan.select("mi355x")[0]
+    local_ref = built_images.local_plan.select("local")[0].image_ref(built_images.repository)
+    engine.images.get(local_ref).tag(f"{built_images.repository}", entry.tag)
+    try:
+        options = RunOptions(repository=built_images.repository, reports_dir=tmp_path, dev_root=_fake_dev(tmp_path, False, False))
+        [result] = validate_entries(plan, [entry], options)
+    finally:
+        engine.images.remove(entry.image_ref(built_images.repository), noprune=True)
+    assert result.status == "error" and "no AMD GPU on this host" in result.error
+    assert result.smoke.skipped
+    verdict = verdict_for(tmp_path / entry.id)
+    assert verdict.verdict in ("error", "fail") and not verdict.passed
+    assert not _managed_containers(engine)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_ctrl_c_removes_the_container_and_leaves_no_result(engine, built_images, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    script = (
+        "import sys; from pathlib import Path; from rocmci.matrix import load_plan; from rocmci.run import RunOptions, validate_entries;"
+        f"plan = load_plan(); validate_entries(plan, plan.select('local'), RunOptions({built_images.repository!r}, Path({str(tmp_path)!r})))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        if "probing" in line or time.monotonic() > deadline:
+            break
+    time.sleep(1.0)
+    assert _managed_containers(engine), "the check container should be running"
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+    assert not _managed_containers(engine)
+    assert not list(tmp_path.glob("*/result.json")), "an interrupted run must not leave a result"
+    assert not list(tmp_path.glob(".*")), "no temporary result directory may be left"
