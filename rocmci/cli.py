@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,10 @@ def reports_errors(function: Callable[P, R]) -> Callable[P, R]:
         except RocmciError as exc:
             print(str(exc), file=sys.stderr)
             raise TaskFailed(exc.exit_code) from None
+        except BrokenPipeError:
+            # The reader went away (`invoke matrix --json | head`): stop quietly, as Python's docs advise.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise TaskFailed(1) from None
 
     return wrapper
 

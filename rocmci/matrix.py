@@ -1,18 +1,32 @@
-"""matrix.yaml: schema, validation with file:line errors, expansion into entries with deterministic tags."""
+"""matrix.yaml: schema, validation with file:line errors, expansion into entries with deterministic tags.
+
+Validation runs in three passes; each reports every problem it finds as one `file:line: field: message` line, and
+a pass runs only when the one before it found nothing, so no message describes a half-read file:
+1. YAML: syntax, duplicate keys (PyYAML would silently keep the last one), recursive or exploding aliases;
+2. schema (pydantic, strict): unknown keys, types, required fields, formats;
+3. meaning: torch wheels per ROCm, aiter per gfx, target x stack pairing, unknown names, duplicate entry ids.
+Line numbers point at the offending key (or list item); a value reached through an alias or a `<<` merge key points
+at the line it is written on.
+"""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from rocmci.errors import MatrixError, Problem
 
@@ -23,6 +37,8 @@ HASH_SCHEME = "rocmci-tag/v1"
 CONTEXT_DIRS = ("images", "checks")
 
 KNOWN_GFX = {"gfx942", "gfx950"}
+# The gfx of each GPU the field notes list: a target with one of these names must carry its gfx.
+KNOWN_GPU_GFX = {"mi300x": "gfx942", "mi325x": "gfx942", "mi350x": "gfx950", "mi355x": "gfx950"}
 # torch minor release -> ROCm versions its wheels are published for on download.pytorch.org (test-infra history).
 TORCH_ROCM_WHEELS: dict[str, tuple[str, ...]] = {
     "2.8": ("6.3", "6.4"),
@@ -36,68 +52,103 @@ TORCH_ROCM_WHEELS: dict[str, tuple[str, ...]] = {
 # First aiter release whose kernels accept each gfx.
 AITER_MIN_FOR_GFX = {"gfx942": Version("0.1.0"), "gfx950": Version("0.1.3")}
 PYTORCH_INDEX_HOST = "https://download.pytorch.org/whl/"
+# A docker tag is at most 128 characters: the id, a dash and 12 hex digits of the content hash.
+MAX_ID_LENGTH = 128 - 13
+# Aliases can make a small file expand into an enormous tree ("billion laughs"); stop well before that hurts.
+MAX_YAML_NODES = 250_000
+MAX_YAML_DEPTH = 32
+
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+IMAGE_NAME_PATTERN = r"[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9._-]+)*"
+
+
+# ---------------------------------------------------------------- schema
+
+
+def _text(pattern: str, expected: str, extra: Callable[[str], bool] | None = None) -> Any:
+    """A string type that must match `pattern` (and `extra`); its error says what was expected and what was got."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value) or (extra is not None and not extra(value)):
+            raise ValueError(f"expected {expected} (got {_got(value)})")
+        return value
+
+    return Annotated[str, AfterValidator(check), Field(description=expected)]
+
+
+def _is_pep440(value: str) -> bool:
+    try:
+        Version(value)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def _schema_version(value: int) -> int:
+    if value != 1:
+        raise ValueError(f"expected the schema version 1 (got {_got(value)})")
+    return value
+
+
+DevicePath = _text(r"/dev/\S+", "a device path under /dev/ such as /dev/kfd")
+ShmSize = _text(r"[1-9][0-9]*[bkmgBKMG]?", "a /dev/shm size such as 16g or 512m")
+ImageName = _text(IMAGE_NAME_PATTERN, "an image name such as rocm/dev-ubuntu-24.04")
+ImageTag = _text(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", "an image tag such as 7.2-complete")
+Digest = _text(r"sha256:[0-9a-f]{64}", "a digest: sha256: and 64 lowercase hex digits")
+RocmVersion = _text(r"[0-9]+\.[0-9]+(\.[0-9]+)?", 'a quoted ROCm version such as "7.2"')
+PythonVersion = _text(r"3\.[0-9]+", 'a quoted Python version such as "3.12"')
+TorchVersion = _text(r"[0-9]+\.[0-9]+\.[0-9]+", "a full torch release such as 2.13.0")
+IndexUrl = _text(r"(https?|file)://\S+", "a wheel index URL such as https://download.pytorch.org/whl/rocm7.2")
+GitUrl = _text(r"(https://|ssh://|file://|git@)\S+", "a git URL such as https://github.com/ROCm/aiter")
+GitRef = _text(r"[^\s~^:?*\[\\]+", "a git tag, branch or commit such as v0.1.20")
+PypiVersion = _text(r"\S+", "an amd-aiter version on PyPI (PEP 440) such as 0.1.7.post2.dev18", _is_pep440)
+WheelUrl = _text(
+    r"(https?|file)://\S*/[A-Za-z0-9_.]+-[^-/\s]+(-[^-/\s]+)?-[^-/\s]+-[^-/\s]+-[^-/\s]+\.whl",
+    "a wheel URL ending in a wheel file name such as .../amd_aiter-0.1.20-cp312-cp312-linux_x86_64.whl",
+)
+Repository = _text(IMAGE_NAME_PATTERN, "an image repository such as 127.0.0.1:5000/rocmci or ghcr.io/org/rocmci")
+SchemaVersion = Annotated[int, AfterValidator(_schema_version), Field(description="the schema version 1")]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DevicePolicy(_Model):
-    devices: list[str] = Field(default_factory=list)
-    group_add: list[str] = Field(default_factory=list)
-    shm_size: str = "2g"
+    devices: list[DevicePath] = Field(default_factory=list, description="a list of device paths such as [/dev/kfd, /dev/dri]")
+    group_add: list[str] = Field(default_factory=list, description="a list of group names such as [video, render]")
+    shm_size: ShmSize = "2g"
     network: Literal["none", "host", "bridge"] = "none"
-    extra_run_args: list[str] = Field(default_factory=list)
-
-    @field_validator("devices")
-    @classmethod
-    def _device_paths(cls, devices: list[str]) -> list[str]:
-        for device in devices:
-            if not device.startswith("/dev/"):
-                raise ValueError(f"expected a path under /dev/ (got {device!r})")
-        return devices
-
-    @field_validator("shm_size")
-    @classmethod
-    def _shm(cls, shm: str) -> str:
-        if not re.fullmatch(r"[0-9]+[bkmg]?", shm):
-            raise ValueError(f"expected a size such as 16g or 512m (got {shm!r})")
-        return shm
+    extra_run_args: list[str] = Field(default_factory=list, description="a list of extra docker run arguments")
 
 
 class Gates(_Model):
-    k_norm_max_kernels: int = Field(default=1, ge=1)
-    k_norm_min_speedup: float = Field(default=2.0, gt=0)
+    k_norm_max_kernels: int = Field(default=1, ge=1, description="a whole number of kernels, at least 1")
+    k_norm_min_speedup: float = Field(default=2.0, gt=0, description="a speedup factor such as 2.0")
 
 
 class Target(_Model):
     kind: Literal["amd", "cpu"] = "amd"
-    gfx: str | None = None
-    hbm_gb: int | None = Field(default=None, gt=0)
-    peak_bandwidth_tbs: float | None = Field(default=None, gt=0)
-    compute_units: int | None = Field(default=None, gt=0)
-    runs_on: list[str] = Field(min_length=1)
+    gfx: str | None = Field(default=None, description="a gfx architecture: gfx942 or gfx950")
+    hbm_gb: int | None = Field(default=None, gt=0, description="the HBM size in GB, a whole number such as 192")
+    peak_bandwidth_tbs: float | None = Field(default=None, gt=0, description="the HBM peak bandwidth in TB/s such as 5.3")
+    compute_units: int | None = Field(default=None, gt=0, description="the number of compute units, such as 304")
+    runs_on: list[str] = Field(min_length=1, description="a list of runner labels such as [self-hosted, linux, mi355x]")
     device_policy: DevicePolicy = Field(default_factory=DevicePolicy)
     gates: Gates | None = None
+    _name: str = PrivateAttr(default="")
 
-    @model_validator(mode="after")
-    def _amd_needs_gpu_facts(self) -> Target:
-        if self.kind == "amd":
-            if self.gfx not in KNOWN_GFX:
-                raise ValueError(f"gfx: expected one of {', '.join(sorted(KNOWN_GFX))} for an AMD target (got {self.gfx!r})")
-            if self.peak_bandwidth_tbs is None:
-                raise ValueError("peak_bandwidth_tbs: required for an AMD target (HBM peak, TB/s)")
-            if "/dev/kfd" not in self.device_policy.devices:
-                raise ValueError("device_policy.devices: an AMD target needs /dev/kfd")
-        elif self.gfx is not None:
-            raise ValueError("gfx: a cpu target has no gfx")
-        return self
+    @property
+    def name(self) -> str:
+        """The target's key in matrix.yaml's `targets`."""
+        return self._name
 
 
 class BaseImage(_Model):
-    name: str = Field(pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9._-]+)*$")
-    tag: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-    digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    name: ImageName
+    tag: ImageTag
+    digest: Digest | None = None
     local: bool = False
 
     @property
@@ -106,16 +157,8 @@ class BaseImage(_Model):
 
 
 class TorchPin(_Model):
-    version: str
-    index: str = Field(pattern=r"^(https?|file)://")
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version(cls, value: Any) -> str:
-        text = str(value) if isinstance(value, (int, float)) else value
-        if not isinstance(text, str) or not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", text):
-            raise ValueError(f"expected a full release version such as 2.13.0 (got {value!r})")
-        return text
+    version: TorchVersion
+    index: IndexUrl
 
     @property
     def minor(self) -> str:
@@ -123,30 +166,30 @@ class TorchPin(_Model):
 
 
 class GitSource(_Model):
-    repo: str = Field(pattern=r"^(https://|git@|file://)")
-    ref: str = Field(min_length=1)
+    repo: GitUrl
+    ref: GitRef
 
 
 class AiterSource(_Model):
-    pypi: str | None = None
+    pypi: PypiVersion | None = None
     git: GitSource | None = None
-    wheel: str | None = Field(default=None, pattern=r"^(https?|file)://.+\.whl$")
-
-    @field_validator("pypi", mode="before")
-    @classmethod
-    def _pypi(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, float) else value
+    wheel: WheelUrl | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> AiterSource:
         given = [name for name in ("pypi", "git", "wheel") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"expected exactly one of pypi, git, wheel (got {', '.join(given) or 'none'})")
+            raise ValueError(f"expected exactly one of pypi, git, wheel (got {' and '.join(given) or 'none'})")
         return self
 
     @property
     def kind(self) -> str:
         return "pypi" if self.pypi else "git" if self.git else "wheel"
+
+    @property
+    def pin_path(self) -> tuple[str, ...]:
+        """Where the pin is written, relative to the stack's `aiter`."""
+        return ("git", "ref") if self.git else (self.kind,)
 
     @property
     def spec(self) -> str:
@@ -181,42 +224,60 @@ class AiterSource(_Model):
 
 class Stack(_Model):
     base_image: BaseImage
-    rocm: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+(\.[0-9]+)?$")
-    python: str = Field(pattern=r"^3\.[0-9]+$")
+    rocm: RocmVersion | None = None
+    python: PythonVersion
     torch: TorchPin
     aiter: AiterSource
     fixture: bool = False
+    _name: str = PrivateAttr(default="")
 
-    @field_validator("rocm", "python", mode="before")
-    @classmethod
-    def _number_as_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, float) else value
+    @property
+    def name(self) -> str:
+        """The stack's key in matrix.yaml's `stacks`."""
+        return self._name
 
 
 class Include(_Model):
-    gpu: str
-    stack: str
+    gpu: str = Field(description="a GPU target name")
+    stack: str = Field(description="a stack name")
 
 
 class Exclude(_Model):
-    gpu: str | None = None
-    stack: str | None = None
+    gpu: str | None = Field(default=None, description="a GPU target name")
+    stack: str | None = Field(default=None, description="a stack name")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Exclude:
+        if self.gpu is None and self.stack is None:
+            raise ValueError("expected gpu, stack or both in an exclude rule (got neither)")
+        return self
 
 
 class Axes(_Model):
-    gpu: list[str] = Field(default_factory=list)
-    stack: list[str] = Field(default_factory=list)
-    include: list[Include] = Field(default_factory=list)
-    exclude: list[Exclude] = Field(default_factory=list)
+    gpu: list[str] = Field(default_factory=list, description="a list of GPU target names")
+    stack: list[str] = Field(default_factory=list, description="a list of stack names")
+    include: list[Include] = Field(default_factory=list, description="a list of {gpu, stack} pairs to add")
+    exclude: list[Exclude] = Field(default_factory=list, description="a list of {gpu, stack} rules to drop")
 
 
 class Matrix(_Model):
-    version: Literal[1]
-    repository: str = "127.0.0.1:5000/rocmci"
-    targets: dict[str, Target] = Field(min_length=1)
-    stacks: dict[str, Stack] = Field(min_length=1)
+    version: SchemaVersion
+    repository: Repository = "127.0.0.1:5000/rocmci"
+    targets: dict[str, Target] = Field(min_length=1, description="a mapping of GPU target name to its settings")
+    stacks: dict[str, Stack] = Field(min_length=1, description="a mapping of stack name to its pins")
     matrix: Axes
     gates: Gates = Field(default_factory=Gates)
+
+    @model_validator(mode="after")
+    def _name_children(self) -> Matrix:
+        for name, target in self.targets.items():
+            target._name = name
+        for name, stack in self.stacks.items():
+            stack._name = name
+        return self
+
+
+# ---------------------------------------------------------------- entries and plans
 
 
 @dataclass(frozen=True)
@@ -245,6 +306,10 @@ class Entry:
     def is_amd(self) -> bool:
         return self.target.kind == "amd"
 
+    @property
+    def runs_on(self) -> list[str]:
+        return list(self.target.runs_on)
+
     def image_ref(self, repository: str) -> str:
         return f"{repository}:{self.tag}"
 
@@ -268,7 +333,7 @@ class Entry:
             "fixture": self.stack.fixture,
             "tag": self.tag,
             "content_hash": self.content_hash,
-            "runs_on": list(self.target.runs_on),
+            "runs_on": self.runs_on,
             "peak_bandwidth_gbs": self.target.peak_bandwidth_tbs * 1000 if self.target.peak_bandwidth_tbs else None,
         }
 
@@ -298,32 +363,55 @@ class Plan:
 
 # ---------------------------------------------------------------- YAML with line numbers
 
+Path_ = tuple[Any, ...]
+MERGE_TAG = "tag:yaml.org,2002:merge"
+STR_TAG = "tag:yaml.org,2002:str"
+
+
+class _LoaderErrors:
+    """Turns a value PyYAML's constructors choke on (`!!int x`, `2001-13-45`) into a YAML error with its line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)  # type: ignore[misc]
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read this value: {exc}", node.start_mark) from None
+
+
+# libyaml when PyYAML has it (fast); PyYAML's own parser last, so error messages read the same on every machine.
+_LOADERS: tuple[type, ...] = tuple(
+    type(f"_{base.__name__}", (_LoaderErrors, base), {})
+    for base in (getattr(yaml, "CSafeLoader", None), yaml.SafeLoader)
+    if base is not None
+)
+
 
 class _LineIndex:
-    """Maps a field path (tuple of keys and indexes) to the 1-based line it starts on in the YAML file."""
+    """Maps a field path (tuple of keys and list indexes) to the 1-based line its key or item is written on."""
 
     def __init__(self) -> None:
-        self.lines: dict[tuple[Any, ...], int] = {}
-        self.duplicates: list[tuple[tuple[Any, ...], int]] = []
+        self.lines: dict[Path_, int] = {}
 
-    def walk(self, node: yaml.Node, path: tuple[Any, ...]) -> None:
+    def walk(self, node: yaml.Node, path: Path_) -> None:
+        """Record every path under `node` once the loader has built it: `<<` merges are then flattened into each
+        mapping, in whatever order this PyYAML merges them, and the last pair of a key is the one the dict kept."""
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, value_node in node.value:
-                key = key_node.value
-                if key == "<<":
-                    continue
-                if key in seen:
-                    self.duplicates.append(((*path, key), key_node.start_mark.line + 1))
-                seen.add(key)
+            pairs = {
+                _key_part(_scalar_key(key_node)): (key_node, value_node)
+                for key_node, value_node in node.value
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != MERGE_TAG
+            }
+            for key, (key_node, value_node) in pairs.items():
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
                 self.walk(value_node, (*path, key))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 self.walk(item, (*path, index))
 
-    def line_for(self, path: tuple[Any, ...]) -> int | None:
+    def line_for(self, path: Path_) -> int | None:
         while path:
             if path in self.lines:
                 return self.lines[path]
@@ -331,140 +419,552 @@ class _LineIndex:
         return self.lines.get(())
 
 
-def _parse_yaml(text: str, source: str) -> tuple[Any, _LineIndex]:
-    index = _LineIndex()
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            if node is None:
-                raise MatrixError(
-                    [Problem(source, 1, "", "the file is empty: expected a mapping with version, targets, stacks, matrix")]
+def _duplicate_keys(root: yaml.Node, source: str) -> list[Problem]:
+    """Keys written twice in one mapping (PyYAML silently keeps the last); merged `<<` keys are not duplicates."""
+    problems: list[Problem] = []
+    visited: set[int] = set()
+
+    def visit(node: yaml.Node, path: Path_) -> None:
+        if id(node) in visited:
+            return
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                visit(item, (*path, index))
+            return
+        first_lines: dict[Any, int] = {}
+        for key_node, value_node in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                visit(value_node, path)
+                continue
+            key, line = _scalar_key(key_node), key_node.start_mark.line + 1
+            if key in first_lines:
+                message = (
+                    f"duplicate key {key!r} (first on line {first_lines[key]}): expected each key once (YAML keeps only the last)"
                 )
-            index.walk(node, ())
-            data = loader.construct_document(node)
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise MatrixError([Problem(source, line, "", f"malformed YAML: {problem}")]) from None
-    if index.duplicates:
-        raise MatrixError([Problem(source, line, _dotted(path), "duplicate key") for path, line in index.duplicates])
+                problems.append(Problem(source, line, _dotted((*path, str(key))), message))
+            first_lines.setdefault(key, line)
+            visit(value_node, (*path, _key_part(key)))
+
+    visit(root, ())
+    return problems
+
+
+def _key_part(key: Any) -> str | int:
+    """A mapping key as pydantic writes it in an error's loc: str and int as they are, bool as int, others by repr."""
+    if isinstance(key, (str, int)):
+        return int(key) if isinstance(key, bool) else key
+    return repr(key)
+
+
+class _KeyConstructor(_LoaderErrors, yaml.constructor.SafeConstructor):
+    """Builds a mapping key the way the loader will (`1:` is the number 1), before the loader builds the document."""
+
+
+def _scalar_key(node: yaml.ScalarNode) -> Any:
+    return node.value if node.tag == STR_TAG else _KeyConstructor().construct_object(node, deep=True)
+
+
+def _children(node: yaml.Node, path: Path_) -> Iterator[tuple[yaml.Node, Path_]]:
+    if isinstance(node, yaml.SequenceNode):
+        yield from ((item, (*path, index)) for index, item in enumerate(node.value))
+    elif isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            yield key_node, path
+            yield value_node, path if key_node.tag == MERGE_TAG else (*path, getattr(key_node, "value", "?"))
+
+
+def _small_and_shallow(root: yaml.Node) -> bool:
+    """Fast, conservative: True when the tree, aliases expanded, has few nodes and little depth (so no cycles)."""
+    budget = MAX_YAML_NODES
+    todo: list[tuple[yaml.Node, int]] = [(root, 0)]
+    while todo:
+        node, depth = todo.pop()
+        budget -= 1
+        if budget < 0 or depth > MAX_YAML_DEPTH:
+            return False
+        if isinstance(node, yaml.MappingNode):
+            todo.extend((child, depth + 1) for pair in node.value for child in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend((child, depth + 1) for child in node.value)
+    return True
+
+
+def _check_shape(root: yaml.Node, source: str) -> None:
+    """Refuse alias cycles, alias bombs and deep nesting, without recursion, before anything walks the tree."""
+    if _small_and_shallow(root):
+        return
+    sizes: dict[int, int] = {}
+    ancestors: set[int] = set()
+    todo: list[tuple[yaml.Node, Path_, bool]] = [(root, (), False)]
+    while todo:
+        node, path, finished = todo.pop()
+        if finished:
+            ancestors.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child, _ in _children(node, path))
+            if sizes[id(node)] > MAX_YAML_NODES:
+                message = f"aliases expand this node past {MAX_YAML_NODES} YAML nodes: expected a matrix far smaller"
+                raise MatrixError([Problem(source, node.start_mark.line + 1, _dotted(path), message)])
+            continue
+        if id(node) in sizes:
+            continue
+        problem = (
+            "expected aliases of nodes outside this one (got an alias of a node that contains it)"
+            if id(node) in ancestors
+            else ""
+        )
+        if len(path) > MAX_YAML_DEPTH:
+            problem = f"expected at most {MAX_YAML_DEPTH} levels of nesting"
+        if problem:
+            raise MatrixError([Problem(source, node.start_mark.line + 1, _dotted(path), problem)])
+        ancestors.add(id(node))
+        todo.append((node, path, True))
+        todo.extend(reversed([(child, child_path, False) for child, child_path in _children(node, path)]))
+
+
+def _load_yaml(text: str, source: str, loader_class: type) -> tuple[Any, _LineIndex]:
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            message = "the file holds no YAML document (empty, or only comments): expected a mapping with version, targets, stacks, matrix"
+            raise MatrixError([Problem(source, 1, "", message)])
+        _check_shape(node, source)
+        duplicates = _duplicate_keys(node, source)
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    if duplicates:
+        raise MatrixError(duplicates)
+    index = _LineIndex()
+    index.walk(node, ())
     if not isinstance(data, dict):
-        raise MatrixError([Problem(source, 1, "", f"expected a mapping at the top level (got {type(data).__name__})")])
+        expected = f"expected a mapping with keys {', '.join(Matrix.model_fields)} at the top level"
+        raise MatrixError([Problem(source, node.start_mark.line + 1, "", f"{expected} (got {_got(data)})")])
     return data, index
 
 
-def _dotted(path: tuple[Any, ...]) -> str:
+# What to do about PyYAML's errors whose wording names no fix, keyed by a phrase of the error.
+_YAML_HINTS = {
+    "'\\t'": "expected spaces for indentation, not tabs",
+    "<block": "expected this line indented like its siblings",
+    "undefined alias": "expected an anchor (&name) earlier in the file",
+    "could not determine a constructor": "expected plain YAML values without !! or ! tags",
+    "unhashable key": "expected a plain text key",
+    "cannot read this value": "expected a value YAML can read (quote it to keep it as text)",
+    "unacceptable character": "expected printable text",
+}
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str, source: str) -> Problem:
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        message = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    else:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark else 1
+        message = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark and context_mark is not mark:
+            start = context_mark.line + 1
+            but = message.startswith("but ")
+            message = f"{context} (line {start}), {message}" if but else f"{message} ({context} that starts on line {start})"
+    hint = next((hint for phrase, hint in _YAML_HINTS.items() if phrase in message), None)
+    return Problem(source, line, "", f"malformed YAML: {message}" + (f"; {hint}" if hint else ""))
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, _LineIndex]:
+    problem: Problem | None = None
+    for loader_class in _LOADERS:
+        try:
+            return _load_yaml(text, source, loader_class)
+        except yaml.YAMLError as exc:
+            problem = _yaml_problem(exc, text, source)
+        except RecursionError:  # PyYAML's own parser composes recursively; libyaml does not
+            problem = Problem(source, 1, "", f"malformed YAML: expected at most {MAX_YAML_DEPTH} levels of nesting")
+    raise MatrixError([problem] if problem else [])
+
+
+def _dotted(path: Path_) -> str:
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+        text += f"[{part}]" if type(part) is int else (f".{part}" if text else str(part))
+    return _printable(text)
 
 
-def _describe_pydantic_error(error: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
-    loc = tuple(error["loc"])
-    kind = error["type"]
+def _printable(text: str) -> str:
+    """Escape newlines and other control characters from names in the file: one problem, one line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _got(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (list, dict)):
+        noun = "list" if isinstance(value, list) else "mapping"
+        return f"a {noun}" if value else f"an empty {noun}"
+    return f"{type(value).__name__} {value}"
+
+
+# ---------------------------------------------------------------- schema errors in words
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+}
+
+
+def _unwrap(annotation: Any) -> tuple[Any, str | None]:
+    """Strip `X | None` and `Annotated[X, ...]`, keeping the description an Annotated `Field` carries."""
+    description = None
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation, *metadata = get_args(annotation)
+            description = next((m.description for m in metadata if isinstance(m, FieldInfo) and m.description), description)
+        elif origin in (Union, UnionType) and type(None) in get_args(annotation):
+            annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+        else:
+            return annotation, description
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _schema_at(loc: Path_) -> tuple[Any, str | None]:
+    """The type matrix.yaml's schema expects at `loc` and its description; (None, None) off the schema."""
+    annotation: Any = Matrix
+    description: str | None = None
+    for part in loc:
+        annotation, _ = _unwrap(annotation)
+        if _is_model(annotation):
+            info = annotation.model_fields.get(part) if isinstance(part, str) else None
+            if info is None:
+                return None, None
+            annotation, description = info.annotation, info.description
+        elif get_origin(annotation) in (list, dict):
+            annotation, description = get_args(annotation)[-1], None
+        else:
+            return None, None
+    annotation, described = _unwrap(annotation)
+    return annotation, description or described
+
+
+def _expected(loc: Path_, kind: str = "") -> str:
+    annotation, description = _schema_at(loc)
+    if description:
+        return description
+    if _is_model(annotation):
+        return f"a mapping with keys {', '.join(annotation.model_fields)}"
+    return _TYPE_WORDS.get(kind, "a value")
+
+
+def _unknown_key(loc: Path_) -> str:
+    annotation, _ = _schema_at(loc[:-1])
+    known = list(annotation.model_fields) if _is_model(annotation) else []
+    message = f"unknown key {loc[-1]!r}: expected one of {', '.join(known)}"
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return message + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def _expected_for(error: Any) -> str | None:
+    """What the schema wanted, in words, for one pydantic error; None for error types this schema never raises."""
+    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
+    if _is_key_error(error):
+        return "a quoted name"
+    if kind == "literal_error":
+        return f"one of {ctx['expected'].replace(' or ', ', ')}"
+    if kind == "too_short":
+        return f"at least {ctx['min_length']} {'item' if ctx['min_length'] == 1 else 'items'}"
+    if kind in {"greater_than", "greater_than_equal"}:
+        bound = ctx.get("gt", ctx.get("ge"))
+        return f"a number {'greater than' if kind == 'greater_than' else 'at least'} {bound:g}"
+    if kind == "finite_number":
+        return "a finite number"
+    if kind in _TYPE_WORDS or kind == "model_type":
+        return _expected(loc, kind)
+    return None
+
+
+def _schema_message(error: Any) -> str:
+    kind, loc, got, ctx = error["type"], tuple(error["loc"]), error.get("input"), error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return loc, "unknown key"
+        return _unknown_key(loc)
     if kind == "missing":
-        return loc, "required field is missing"
-    message = error["msg"].removeprefix("Value error, ")
-    got = error.get("input")
-    if kind.endswith("_type") or kind in {"literal_error", "string_pattern_mismatch", "too_short", "greater_than"}:
-        message = f"{message} (got {got!r})" if not isinstance(got, (dict, list)) else f"{message} (got a {type(got).__name__})"
-    if kind == "model_type":
-        message = f"expected a mapping (got {type(got).__name__})"
-    return loc, message
+        return f"required field is missing: expected {_expected(loc)}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    expected = _expected_for(error)
+    if expected is None:
+        return f"{error['msg']} (got {_got(got)})"
+    # YAML reads 3.10 as the number 3.1: where text is wanted in quotes, say so.
+    number = isinstance(got, (int, float)) and not isinstance(got, bool)
+    hint = ": put the value in quotes so YAML reads it as text" if number and "quoted" in expected else ""
+    return f"expected {expected} (got {_got(got)}{hint})"
 
 
-# ---------------------------------------------------------------- semantic checks
+def _is_key_error(error: Any) -> bool:
+    return error["type"] == "invalid_key" or tuple(error["loc"])[-1:] == ("[key]",)
 
 
-def _semantic_problems(matrix: Matrix, lines: _LineIndex, source: str) -> list[Problem]:
-    problems: list[Problem] = []
+def _schema_problems(exc: ValidationError, lines: _LineIndex, source: str) -> list[Problem]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        if _is_key_error(error):
+            # A key YAML read as a number, date or null; its loc part is `_key_part(key)`, like the line index's.
+            key_loc = loc[:-1] if loc[-1:] == ("[key]",) else loc
+            line, name = lines.line_for(key_loc), _dotted((*key_loc[:-1], str(error["input"])))
+        else:
+            line, name = lines.line_for(loc), _dotted(loc)
+        problems.append(Problem(source, line, name, _schema_message(error)))
+    return problems
 
-    def add(path: tuple[Any, ...], message: str) -> None:
-        problems.append(Problem(source, lines.line_for(path), _dotted(path), message))
 
+# ---------------------------------------------------------------- meaning
+
+
+class _Pair(NamedTuple):
+    """One gpu x stack pair of the expansion and where the matrix asks for it."""
+
+    gpu: str
+    stack: str
+    gpu_path: Path_
+    stack_path: Path_
+    include: int | None = None
+
+    @property
+    def path(self) -> Path_:
+        return ("matrix", "include", self.include) if self.include is not None else self.stack_path
+
+    @property
+    def origin(self) -> str:
+        if self.include is not None:
+            return _dotted(self.path)
+        return f"{_dotted(self.gpu_path)} x {_dotted(self.stack_path)}"
+
+
+class _Report:
+    """Collects problems; `group` merges problems that differ only in a list of names into one line."""
+
+    def __init__(self, source: str, lines: _LineIndex) -> None:
+        self.source, self.lines = source, lines
+        self.problems: list[Problem] = []
+        self._groups: dict[tuple[Path_, str, str], list[str]] = {}
+
+    def add(self, path: Path_, message: str) -> None:
+        self.problems.append(Problem(self.source, self.lines.line_for(path), _dotted(path), _printable(message)))
+
+    def group(self, path: Path_, before: str, name: str, after: str) -> None:
+        names = self._groups.setdefault((path, before, after), [])
+        if name not in names:
+            names.append(name)
+
+    def result(self) -> list[Problem]:
+        for (path, before, after), names in self._groups.items():
+            self.add(path, f"{before}{', '.join(names)}{after}")
+        self._groups.clear()
+        return sorted(self.problems, key=lambda problem: problem.line or 0)
+
+
+def _check_names(matrix: Matrix, report: _Report) -> None:
+    for section in ("targets", "stacks"):
+        for name in getattr(matrix, section):
+            if not re.fullmatch(NAME_PATTERN, name):
+                report.add((section, name), f"expected a name of letters, digits, '.', '_' and '-' (got {name!r})")
+
+
+def _check_targets(matrix: Matrix, report: _Report) -> None:
+    for name, target in matrix.targets.items():
+        where = ("targets", name)
+        if target.kind == "cpu":
+            if target.gfx is not None:
+                report.add((*where, "gfx"), f"expected no gfx for a cpu target: it runs no GPU code (got {target.gfx!r})")
+            continue
+        gfx_choices = " or ".join(sorted(KNOWN_GFX))
+        if target.gfx is None:
+            report.add((*where, "gfx"), f"required field is missing for an AMD target: expected {gfx_choices}")
+        elif target.gfx not in KNOWN_GFX:
+            report.add((*where, "gfx"), f"expected {gfx_choices} for an AMD target (got {target.gfx!r})")
+        elif KNOWN_GPU_GFX.get(name, target.gfx) != target.gfx:
+            report.add((*where, "gfx"), f"expected {KNOWN_GPU_GFX[name]}, the architecture of an {name} (got {target.gfx!r})")
+        if target.peak_bandwidth_tbs is None:
+            message = "required field is missing for an AMD target: expected the HBM peak bandwidth in TB/s such as 5.3"
+            report.add((*where, "peak_bandwidth_tbs"), message)
+        devices = target.device_policy.devices
+        if "/dev/kfd" not in devices or not any(d == "/dev/dri" or d.startswith("/dev/dri/") for d in devices):
+            got = ", ".join(devices) or "none"
+            report.add(
+                (*where, "device_policy", "devices"),
+                f"expected /dev/kfd and /dev/dri (or /dev/dri/renderD<N>) for an AMD target (got {got})",
+            )
+
+
+def _check_stacks(matrix: Matrix, report: _Report) -> None:
+    known_rocm = sorted({rocm for rocms in TORCH_ROCM_WHEELS.values() for rocm in rocms}, key=Version)
     for name, stack in matrix.stacks.items():
         where = ("stacks", name)
-        if stack.rocm is not None:
-            offered = TORCH_ROCM_WHEELS.get(stack.torch.minor)
-            rocm_minor = ".".join(stack.rocm.split(".")[:2])
-            if offered is None or rocm_minor not in offered:
-                rocms = f"ROCm {', '.join(offered)}" if offered else "no ROCm version"
-                add(
-                    (*where, "torch", "version"),
-                    f"torch {stack.torch.version} is not offered for ROCm {stack.rocm} (it is offered for {rocms})",
+        index = stack.torch.index.rstrip("/")
+        if stack.rocm is None:
+            if index.startswith(PYTORCH_INDEX_HOST + "rocm"):
+                report.add(
+                    (*where, "torch", "index"), f"expected a non-ROCm index for a stack without rocm (got {index}), or set rocm"
                 )
-            expected_index = f"{PYTORCH_INDEX_HOST}rocm{rocm_minor}"
-            if stack.torch.index.startswith(PYTORCH_INDEX_HOST) and stack.torch.index.rstrip("/") != expected_index:
-                add((*where, "torch", "index"), f"expected {expected_index} for ROCm {stack.rocm} (got {stack.torch.index})")
-        elif stack.torch.index.startswith(PYTORCH_INDEX_HOST) and "/rocm" in stack.torch.index:
-            add((*where, "torch", "index"), "a ROCm wheel index needs the stack's rocm version set")
-        if stack.aiter.pypi is not None and stack.aiter.version is None:
-            add((*where, "aiter", "pypi"), f"expected a PEP 440 version of amd-aiter (got {stack.aiter.pypi!r})")
+            continue
+        rocm = ".".join(stack.rocm.split(".")[:2])
+        if rocm not in known_rocm:
+            report.add(
+                (*where, "rocm"), f"expected a ROCm version with torch wheels: {', '.join(known_rocm)} (got {stack.rocm!r})"
+            )
+            continue
+        torch_minors = [minor for minor, rocms in TORCH_ROCM_WHEELS.items() if rocm in rocms]
+        offered = TORCH_ROCM_WHEELS.get(stack.torch.minor)
+        if rocm not in (offered or ()):
+            elsewhere = (
+                f"torch {stack.torch.minor} wheels exist for ROCm {', '.join(offered)}"
+                if offered
+                else f"rocmci knows no ROCm wheels of torch {stack.torch.minor}"
+            )
+            report.add(
+                (*where, "torch", "version"),
+                f"torch {stack.torch.version} is not offered for ROCm {stack.rocm} ({elsewhere}): "
+                f"expected torch {', '.join(m + '.x' for m in torch_minors)} for ROCm {rocm}",
+            )
+        expected_index = f"{PYTORCH_INDEX_HOST}rocm{rocm}"
+        if index.startswith(PYTORCH_INDEX_HOST) and index != expected_index:
+            report.add((*where, "torch", "index"), f"expected {expected_index} for ROCm {stack.rocm} (got {stack.torch.index})")
+        base = stack.base_image
+        base_rocm = re.match(r"([0-9]+\.[0-9]+)(?![0-9])", base.tag)
+        if base.name.startswith("rocm/") and base_rocm and base_rocm.group(1) != rocm:
+            report.add((*where, "base_image", "tag"), f"expected a ROCm {rocm} base image for ROCm {stack.rocm} (got {base.tag})")
 
+
+def _check_references(matrix: Matrix, report: _Report) -> None:
     axes = matrix.matrix
-    known_targets, known_stacks = set(matrix.targets), set(matrix.stacks)
-
-    def check_name(path: tuple[Any, ...], axis: str, value: str | None) -> None:
-        known = known_targets if axis == "gpu" else known_stacks
-        if value is not None and value not in known:
-            what = "GPU target" if axis == "gpu" else "stack"
-            add(path, f"unknown {what} {value!r} (known: {', '.join(sorted(known))})")
-
-    for axis in ("gpu", "stack"):
-        for i, name in enumerate(getattr(axes, axis)):
-            check_name(("matrix", axis, i), axis, name)
-    for group, rules in (("exclude", axes.exclude), ("include", axes.include)):
+    named: list[tuple[Path_, str, str | None]] = [(("matrix", "gpu", i), "gpu", name) for i, name in enumerate(axes.gpu)]
+    named += [(("matrix", "stack", i), "stack", name) for i, name in enumerate(axes.stack)]
+    for group, rules in (("include", axes.include), ("exclude", axes.exclude)):
         for i, rule in enumerate(rules):
-            if rule.gpu is None and rule.stack is None:
-                add(("matrix", group, i), f"an {group} rule needs gpu, stack or both")
-            for axis in ("gpu", "stack"):
-                check_name(("matrix", group, i, axis), axis, getattr(rule, axis))
-    if problems:
-        return problems
-
-    pairs = _expanded_pairs(matrix)
-    for gpu, stack_name, where in pairs:
-        target, stack = matrix.targets[gpu], matrix.stacks[stack_name]
-        if target.kind == "amd" and stack.rocm is None:
-            add(where, f"stack {stack_name!r} has no rocm version but GPU target {gpu!r} is an AMD GPU")
-        if target.kind == "cpu" and stack.rocm is not None:
-            add(where, f"stack {stack_name!r} is a ROCm stack; the cpu target {gpu!r} needs a stack without rocm")
-        if stack.fixture and target.kind == "amd":
-            add(
-                where,
-                f"stack {stack_name!r} is a test fixture (its aiter is a test double) and can never carry an AMD target ({gpu!r})",
-            )
-        if target.gfx and stack.aiter.version is not None and stack.aiter.version < AITER_MIN_FOR_GFX[target.gfx]:
-            add(
-                where,
-                f"aiter {stack.aiter.label} predates {target.gfx} support (needs aiter >= {AITER_MIN_FOR_GFX[target.gfx]}) for GPU target {gpu!r}",
-            )
-    if not pairs:
-        add(("matrix",), "the matrix expands to no entries")
-    return problems
+            named += [(("matrix", group, i, axis), axis, getattr(rule, axis)) for axis in ("gpu", "stack")]
+    for path, axis, name in named:
+        known = list(matrix.targets if axis == "gpu" else matrix.stacks)
+        if name is None or name in known:
+            continue
+        what = "GPU target" if axis == "gpu" else "stack"
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        report.add(path, f"unknown {what} {name!r}{hint}: expected one of {', '.join(known)}")
 
 
 def _excluded(gpu: str, stack: str, rule: Exclude) -> bool:
     return (rule.gpu is None or rule.gpu == gpu) and (rule.stack is None or rule.stack == stack)
 
 
-def _expanded_pairs(matrix: Matrix) -> list[tuple[str, str, tuple[Any, ...]]]:
+def _expanded_pairs(matrix: Matrix) -> list[_Pair]:
+    """The product of the gpu and stack axes less the exclude rules, then the includes, in that order."""
     axes = matrix.matrix
     pairs = [
-        (gpu, stack, ("matrix", "stack", j))
-        for gpu in axes.gpu
+        _Pair(gpu, stack, ("matrix", "gpu", i), ("matrix", "stack", j))
+        for i, gpu in enumerate(axes.gpu)
         for j, stack in enumerate(axes.stack)
         if not any(_excluded(gpu, stack, rule) for rule in axes.exclude)
     ]
-    pairs += [(inc.gpu, inc.stack, ("matrix", "include", i)) for i, inc in enumerate(axes.include)]
+    pairs += [
+        _Pair(inc.gpu, inc.stack, ("matrix", "include", k, "gpu"), ("matrix", "include", k, "stack"), k)
+        for k, inc in enumerate(axes.include)
+    ]
     return pairs
+
+
+def _check_pairs(matrix: Matrix, pairs: list[_Pair], report: _Report) -> None:
+    for pair in pairs:
+        target, stack = matrix.targets[pair.gpu], matrix.stacks[pair.stack]
+        if target.kind == "cpu" and stack.rocm is not None:
+            report.group(
+                pair.gpu_path if pair.include is None else pair.path,
+                f"the cpu target {pair.gpu!r} is paired with ROCm stack(s) ",
+                pair.stack,
+                ": expected stacks without rocm for a cpu target (drop the pairs, or add exclude rules)",
+            )
+        elif target.kind == "amd" and stack.rocm is None:
+            report.group(
+                pair.path,
+                f"stack {pair.stack!r} has no rocm, so it cannot run on AMD GPU target(s) ",
+                pair.gpu,
+                ": expected a ROCm stack for them (drop the pairs, or add exclude rules)",
+            )
+        if target.kind == "amd" and stack.fixture:
+            report.group(
+                pair.path,
+                f"stack {pair.stack!r} is a test fixture (its aiter is a test double) and is paired with AMD GPU target(s) ",
+                pair.gpu,
+                ": expected fixture stacks on cpu targets only",
+            )
+        minimum = AITER_MIN_FOR_GFX.get(target.gfx or "")
+        version = stack.aiter.version
+        if target.kind == "amd" and minimum and version is not None and version < minimum:
+            report.group(
+                ("stacks", pair.stack, "aiter", *stack.aiter.pin_path),
+                f"aiter {stack.aiter.label} predates {target.gfx} support (paired with GPU target(s) ",
+                pair.gpu,
+                f"): expected aiter >= {minimum} for {target.gfx}, or exclude the pairs",
+            )
+
+
+def _check_ids(matrix: Matrix, pairs: list[_Pair], report: _Report) -> None:
+    """Entry ids name images, reports and CI jobs: each must be unique and fit in a docker tag."""
+    first: dict[str, _Pair] = {}
+    for pair in pairs:
+        eid = entry_id(pair.gpu, matrix.stacks[pair.stack])
+        if len(eid) > MAX_ID_LENGTH:
+            report.add(
+                pair.path, f"entry id {eid!r} has {len(eid)} characters: expected at most {MAX_ID_LENGTH} to fit a docker tag"
+            )
+        seen = first.setdefault(eid, pair)
+        if seen is pair:
+            continue
+        line = report.lines.line_for(seen.path)
+        if (seen.gpu, seen.stack) == (pair.gpu, pair.stack):
+            message = f"{pair.gpu} x {pair.stack} is already in the matrix ({seen.origin}, line {line}): expected each pair once"
+            report.add(pair.path, f"duplicate entry id {eid!r}: {message}")
+        else:
+            report.group(
+                pair.path,
+                f"stacks {pair.stack!r} and {seen.stack!r} ({_dotted(seen.path)}, line {line}) pin the same rocm, torch and aiter, "
+                "so they give the same entry id(s) ",
+                eid,
+                ": expected unique entry ids (change a pin, or drop one of the stacks)",
+            )
+
+
+def _semantic_problems(matrix: Matrix, lines: _LineIndex, source: str) -> list[Problem]:
+    report = _Report(source, lines)
+    for check in (_check_names, _check_targets, _check_stacks, _check_references):
+        check(matrix, report)
+    if report.problems:
+        return report.result()
+    pairs = _expanded_pairs(matrix)
+    if not pairs:
+        axes = matrix.matrix
+        report.add(
+            ("matrix",),
+            f"expected at least one entry (got none: {len(axes.gpu)} GPU target(s) x {len(axes.stack)} stack(s), "
+            f"{len(axes.exclude)} exclude rule(s), {len(axes.include)} include(s))",
+        )
+    _check_pairs(matrix, pairs, report)
+    _check_ids(matrix, pairs, report)
+    return report.result()
 
 
 # ---------------------------------------------------------------- tags and build args
@@ -472,19 +972,24 @@ def _expanded_pairs(matrix: Matrix) -> list[tuple[str, str, tuple[Any, ...]]]:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """Digest of the files every image is built from (images/ and checks/)."""
+    """Digest of the files every image is built from (images/ and checks/): names, contents and executable bits."""
 
     root: Path
 
     @cached_property
     def digest(self) -> str:
         hasher = hashlib.sha256()
+        for path in self._files():
+            executable = b"x" if path.stat().st_mode & 0o111 else b"-"
+            hasher.update(path.relative_to(self.root).as_posix().encode() + b"\0" + executable)
+            hasher.update(hashlib.sha256(path.read_bytes()).digest())
+        return hasher.hexdigest()
+
+    def _files(self) -> Iterator[Path]:
         for directory in CONTEXT_DIRS:
             for path in sorted((self.root / directory).rglob("*")):
                 if path.is_file() and "__pycache__" not in path.parts:
-                    hasher.update(path.relative_to(self.root).as_posix().encode() + b"\0")
-                    hasher.update(hashlib.sha256(path.read_bytes()).digest())
-        return hasher.hexdigest()
+                    yield path
 
 
 def entry_id(gpu: str, stack: Stack) -> str:
@@ -542,19 +1047,34 @@ def labels_for(entry_id_: str, gpu: str, target: Target, stack: Stack, digest: s
     }
 
 
+def _entry(matrix: Matrix, pair: _Pair, context_digest: str) -> Entry:
+    target, stack = matrix.targets[pair.gpu], matrix.stacks[pair.stack]
+    eid = entry_id(pair.gpu, stack)
+    args = build_args_for(pair.gpu, target, stack)
+    digest = content_hash(args, context_digest)
+    return Entry(
+        id=eid,
+        gpu=pair.gpu,
+        stack_name=pair.stack,
+        target=target,
+        stack=stack,
+        gates=target.gates or matrix.gates,
+        content_hash=digest,
+        build_args=args,
+        labels=labels_for(eid, pair.gpu, target, stack, digest),
+    )
+
+
 # ---------------------------------------------------------------- public API
 
 
 def parse_matrix(text: str, source: str = "matrix.yaml") -> tuple[Matrix, _LineIndex]:
+    """Parse and validate matrix.yaml's text; raises MatrixError listing every problem of the first pass that fails."""
     data, lines = _parse_yaml(text, source)
     try:
         matrix = Matrix.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc, message = _describe_pydantic_error(error)
-            problems.append(Problem(source, lines.line_for(loc), _dotted(loc), message))
-        raise MatrixError(problems) from None
+        raise MatrixError(sorted(_schema_problems(exc, lines, source), key=lambda p: p.line or 0)) from None
     problems = _semantic_problems(matrix, lines, source)
     if problems:
         raise MatrixError(problems)
@@ -562,50 +1082,32 @@ def parse_matrix(text: str, source: str = "matrix.yaml") -> tuple[Matrix, _LineI
 
 
 def expand(matrix: Matrix, lines: _LineIndex, source: str, context: BuildContext) -> tuple[Entry, ...]:
-    entries: list[Entry] = []
-    first_seen: dict[str, tuple[Any, ...]] = {}
-    problems: list[Problem] = []
-    for gpu, stack_name, where in _expanded_pairs(matrix):
-        target, stack = matrix.targets[gpu], matrix.stacks[stack_name]
-        eid = entry_id(gpu, stack)
-        if eid in first_seen:
-            problems.append(
-                Problem(
-                    source,
-                    lines.line_for(where),
-                    _dotted(where),
-                    f"duplicate entry id {eid!r} (also from {_dotted(first_seen[eid])} on line {lines.line_for(first_seen[eid])})",
-                )
-            )
-            continue
-        first_seen[eid] = where
-        args = build_args_for(gpu, target, stack)
-        digest = content_hash(args, context.digest)
-        entries.append(
-            Entry(
-                id=eid,
-                gpu=gpu,
-                stack_name=stack_name,
-                target=target,
-                stack=stack,
-                gates=target.gates or matrix.gates,
-                content_hash=digest,
-                build_args=args,
-                labels=labels_for(eid, gpu, target, stack, digest),
-            )
-        )
+    """The matrix's entries in order (axes product less excludes, then includes), each with its tag."""
+    pairs = _expanded_pairs(matrix)
+    report = _Report(source, lines)
+    _check_ids(matrix, pairs, report)
+    problems = report.result()
     if problems:
         raise MatrixError(problems)
-    return tuple(entries)
+    digest = context.digest
+    return tuple(_entry(matrix, pair, digest) for pair in pairs)
+
+
+def _read_text(source: Path) -> str:
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise MatrixError([Problem(str(source), None, "", f"cannot read the matrix file: {exc.strerror}")]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise MatrixError([Problem(str(source), line, "", f"expected UTF-8 text (got byte 0x{data[exc.start]:02x})")]) from None
 
 
 def load_plan(path: str | Path | None = None, context_root: Path = ROOT) -> Plan:
     source = Path(path) if path else DEFAULT_MATRIX
-    try:
-        text = source.read_text()
-    except OSError as exc:
-        raise MatrixError([Problem(str(source), None, "", f"cannot read the matrix file: {exc.strerror}")]) from None
-    matrix, lines = parse_matrix(text, str(source))
+    matrix, lines = parse_matrix(_read_text(source), str(source))
     return Plan(source=source, matrix=matrix, entries=expand(matrix, lines, str(source), BuildContext(context_root)))
 
 
@@ -613,6 +1115,28 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
     return load_plan(path).matrix
 
 
-def github_matrix(entries: list[Entry]) -> dict[str, list[dict[str, Any]]]:
+def github_matrix(entries: Iterable[Entry]) -> dict[str, list[dict[str, Any]]]:
     """The object GitHub Actions' `strategy.matrix: ${{ fromJSON(...) }}` takes."""
     return {"include": [entry.summary() for entry in entries]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m rocmci.matrix [FILE ...]`: print each entry's image tag, or every problem on stderr (exit 2)."""
+    paths = list(sys.argv[1:] if argv is None else argv) or [str(DEFAULT_MATRIX)]
+    if any(path.startswith("-") for path in paths):
+        print("usage: python -m rocmci.matrix [MATRIX.yaml ...]", file=sys.stderr)
+        return 2
+    status = 0
+    for path in paths:
+        try:
+            plan = load_plan(path)
+        except MatrixError as exc:
+            print(exc, file=sys.stderr)
+            status = exc.exit_code
+            continue
+        print("\n".join(entry.tag for entry in plan.entries))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -107,12 +107,12 @@ def container_spec(entry: Entry, dev_root: Path = Path("/dev")) -> ContainerSpec
     devices, missing = [], []
     for device in policy.devices:
         host_path = dev_root / Path(device).relative_to("/dev")
-        if host_path.exists():
+        if device == "/dev/dri" and host_path.exists() and not render_nodes(dev_root):
+            missing.append("/dev/dri/renderD*")  # a /dev/dri without render nodes gives HIP no GPU
+        elif host_path.exists():
             devices.append(f"{host_path}:{device}:rwm")
         else:
             missing.append(device)
-    if "/dev/dri" in policy.devices and not render_nodes(dev_root) and "/dev/dri" not in missing:
-        missing.append("/dev/dri/renderD*")
     groups = [gid for gid in (_group_id(name, dev_root) for name in policy.group_add) if gid]
     cap_add, security_opt, ulimits = _extra_args(policy.extra_run_args)
     labels = {

@@ -121,6 +121,11 @@ def test_failed_pin_is_isolated_and_leaves_no_tag(
     assert good.status == "built" and good.pushed
     assert tag_exists(repository, good.image_ref.rsplit(":", 1)[1])
 
+    # The registry is asked too: with the local copy gone, the pushed tag still means nothing to build.
+    engine.images.remove(good.image_ref)
+    [again] = build_entries(plan, [e for e in plan.entries if e.id == good.entry_id], options)
+    assert again.status == "skipped" and again.detail == "tag present in 127.0.0.1:5000"
+
 
 @pytest.mark.docker
 @pytest.mark.slow

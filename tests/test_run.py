@@ -120,12 +120,14 @@ def test_ctrl_c_removes_the_container_and_leaves_no_result(engine, built_images,
     process = subprocess.Popen(
         [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    seen = []
     deadline = time.monotonic() + 120
     for line in process.stdout:
+        seen.append(line)
         if "probing" in line or time.monotonic() > deadline:
             break
     time.sleep(1.0)
-    assert _managed_containers(engine), "the check container should be running"
+    assert _managed_containers(engine), "the check container should be running: " + "".join(seen)
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
     assert process.returncode != 0

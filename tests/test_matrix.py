@@ -1,0 +1,439 @@
+"""rocmci.matrix: the bad-matrix corpus, line numbers, deterministic tags, include/exclude, GitHub's matrix."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rocmci.errors import MatrixError, Problem
+from rocmci.matrix import (
+    DEFAULT_MATRIX,
+    BuildContext,
+    build_args_for,
+    content_hash,
+    github_matrix,
+    load_plan,
+    main,
+    parse_matrix,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = Path(__file__).parent / "data" / "bad_matrices"
+BAD_FILES = sorted(CORPUS.glob("*.yaml"))
+AMD_TARGETS = {"mi300x": "gfx942", "mi325x": "gfx942", "mi350x": "gfx950", "mi355x": "gfx950"}
+ID_RE = re.compile(r"[a-z0-9]+-(rocm[0-9]+\.[0-9]+|cpu)-torch[0-9]+\.[0-9]+\.[0-9]+-aiter[A-Za-z0-9_.-]+")
+DOCKER_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def expected_lines(path: Path) -> list[str]:
+    return path.with_suffix(".expected").read_text().splitlines()
+
+
+def shipped() -> dict[str, Any]:
+    return yaml.safe_load(DEFAULT_MATRIX.read_text())
+
+
+def write_matrix(directory: Path, document: dict[str, Any], name: str = "matrix.yaml") -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def context_root(tmp_path: Path) -> Path:
+    """A private copy of images/ and checks/: tags computed against it cannot change under the test's feet."""
+    root = tmp_path / "ctx"
+    for directory in ("images", "checks"):
+        if (REPO / directory).is_dir():
+            shutil.copytree(REPO / directory, root / directory, ignore=shutil.ignore_patterns("__pycache__"))
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    (root / "images" / "Dockerfile").touch()
+    (root / "checks" / "probe.py").touch()
+    return root
+
+
+def tags_by_pair(path: Path, context_root: Path) -> dict[tuple[str, str], str]:
+    return {(e.gpu, e.stack_name): e.tag for e in load_plan(path, context_root=context_root).entries}
+
+
+def problems_of(text: str, source: str = "m.yaml") -> list[str]:
+    with pytest.raises(MatrixError) as info:
+        parse_matrix(text, source)
+    return [str(problem) for problem in info.value.problems]
+
+
+# ---------------------------------------------------------------- the bad-matrix corpus
+
+
+def test_corpus_has_35_files_each_with_its_expected_error() -> None:
+    assert len(BAD_FILES) >= 35
+    assert {p.stem for p in CORPUS.glob("*.expected")} == {p.stem for p in BAD_FILES}
+
+
+@pytest.mark.parametrize("path", BAD_FILES, ids=lambda path: path.stem)
+def test_bad_matrix_gives_its_expected_lines(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CORPUS)
+    with pytest.raises(MatrixError) as info:
+        load_plan(path.name)
+    lines = [str(problem) for problem in info.value.problems]
+    assert lines == expected_lines(path)
+    for line in lines:
+        assert re.match(rf"{re.escape(path.name)}:[0-9]+: \S", line), line
+        assert "expected" in line, line
+    assert str(info.value) == "\n".join(lines)
+
+
+def test_cli_prints_every_corpus_error_and_exits_2_without_traceback() -> None:
+    names = [path.name for path in BAD_FILES]
+    done = subprocess.run(
+        [sys.executable, "-m", "rocmci.matrix", *names],
+        cwd=CORPUS,
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [line for path in BAD_FILES for line in expected_lines(path)]
+
+
+def test_cli_prints_the_shipped_plan() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rocmci.matrix", str(DEFAULT_MATRIX)],
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [tag[:-13] for tag in done.stdout.split()] == [entry.id for entry in load_plan(DEFAULT_MATRIX).entries]
+
+
+def test_main_handles_missing_file_and_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main([str(tmp_path / "nope.yaml")]) == 2
+    assert capsys.readouterr().err.startswith(f"{tmp_path / 'nope.yaml'}: cannot read the matrix file:")
+    assert main(["--help"]) == 2
+    assert main([]) == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mangled_matrices_never_raise_anything_but_matrix_error(seed: int) -> None:
+    """Random line drops, duplications, re-indents and character swaps: a MatrixError with file:line, or a plan."""
+    rng = random.Random(seed)
+    original = DEFAULT_MATRIX.read_text().splitlines()
+    for _ in range(60):
+        lines = list(original)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(lines))
+            choice = rng.randrange(5)
+            if choice == 0:
+                del lines[i]
+            elif choice == 1:
+                lines.insert(i, lines[i])
+            elif choice == 2:
+                lines[i] = " " + lines[i]
+            elif choice == 3 and lines[i]:
+                j = rng.randrange(len(lines[i]))
+                lines[i] = lines[i][:j] + rng.choice("[]{}:,-&*!#'\"\t 0xq") + lines[i][j + 1 :]
+            else:
+                lines[i] = lines[i].replace(": ", ": [", 1)
+        try:
+            parse_matrix("\n".join(lines), "fuzz.yaml")
+        except MatrixError as exc:
+            assert exc.problems
+            for problem in exc.problems:
+                assert re.match(r"fuzz\.yaml:[0-9]+: \S", str(problem)), str(problem)
+
+
+# ---------------------------------------------------------------- line numbers
+
+
+def test_lines_point_at_the_offending_key_not_its_parent() -> None:
+    text = "version: 1\ntargets:\n  local:\n    kind: cpu\n    runs_on: [x]\n    device_policy:\n      shm_size: 1z\n"
+    text += "stacks: {}\nmatrix: {}\n"
+    assert problems_of(text) == [
+        "m.yaml:7: targets.local.device_policy.shm_size: expected a /dev/shm size such as 16g or 512m (got '1z')",
+        "m.yaml:8: stacks: expected at least 1 item (got an empty mapping)",
+    ]
+
+
+def test_merge_keys_report_the_line_of_the_value_yaml_keeps() -> None:
+    """Own keys beat `<<` merged ones; between merge sources PyYAML 6.0.3 keeps the earlier and 6.0.4 the later:
+    whichever value the loader kept, the line is the one that value is written on."""
+    text = """\
+version: 1
+first: &a {hbm_gb: many, peak_bandwidth_tbs: slow}
+second: &b {hbm_gb: lots, compute_units: few}
+targets:
+  local:
+    <<: [*a, *b]
+    kind: cpu
+    peak_bandwidth_tbs: 5.3
+    runs_on: [ubuntu-latest]
+"""
+    kept = yaml.safe_load(text)["targets"]["local"]["hbm_gb"]
+    assert [line for line in problems_of(text) if ".local." in line] == [
+        f"m.yaml:{2 if kept == 'many' else 3}: targets.local.hbm_gb: expected the HBM size in GB, a whole number such as 192 (got {kept!r})",
+        "m.yaml:3: targets.local.compute_units: expected the number of compute units, such as 304 (got 'few')",
+    ]
+
+
+def test_unknown_key_inside_an_alias_is_reported_for_each_user_at_the_anchor() -> None:
+    text = """\
+version: 1
+targets:
+  a: {kind: cpu, runs_on: [x], device_policy: &p {devise: [/dev/kfd]}}
+  b: {kind: cpu, runs_on: [x], device_policy: *p}
+"""
+    found = [line for line in problems_of(text) if "devise" in line]
+    assert [line.split(": unknown key")[0] for line in found] == [
+        "m.yaml:3: targets.a.device_policy.devise",
+        "m.yaml:3: targets.b.device_policy.devise",
+    ]
+
+
+def test_problems_list_every_semantic_error_in_file_order() -> None:
+    document = shipped()
+    document["stacks"]["rocm7.2-torch2.13"]["torch"]["version"] = "2.9.0"
+    document["targets"]["mi300x"]["gfx"] = "gfx1100"
+    document["matrix"]["gpu"].append("mi400x")
+    lines = problems_of(yaml.safe_dump(document, sort_keys=False))
+    assert len(lines) == 3
+    numbers = [int(line.split(":")[1]) for line in lines]
+    assert numbers == sorted(numbers)
+
+
+def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
+    with pytest.raises(MatrixError, match="cannot read the matrix file"):
+        load_plan(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_bytes(b"version: 1\n\xff\n")
+    with pytest.raises(MatrixError) as info:
+        load_plan(tmp_path / "bad.yaml")
+    assert info.value.problems == [Problem(str(tmp_path / "bad.yaml"), 2, "", "expected UTF-8 text (got byte 0xff)")]
+
+
+# ---------------------------------------------------------------- ids, tags, GitHub's matrix
+
+
+def test_shipped_ids_and_tags_are_well_formed() -> None:
+    entries = load_plan(DEFAULT_MATRIX).entries
+    ids = [entry.id for entry in entries]
+    assert "mi355x-rocm7.2-torch2.13.0-aiter0.1.20" in ids
+    assert "local-cpu-torch2.13.0-aiter0.1.7.post2.dev18" in ids
+    assert len(set(ids)) == len(ids)
+    for entry in entries:
+        assert ID_RE.fullmatch(entry.id), entry.id
+        assert DOCKER_TAG_RE.fullmatch(entry.tag) and len(entry.tag) <= 128, entry.tag
+        assert entry.tag == f"{entry.id}-{entry.content_hash[:12]}"
+        assert entry.labels["io.rocmci.content-hash"] == entry.content_hash
+        assert entry.image_ref("127.0.0.1:5000/rocmci") == f"127.0.0.1:5000/rocmci:{entry.tag}"
+
+
+def test_github_matrix_has_every_amd_target_and_local() -> None:
+    plan = load_plan(DEFAULT_MATRIX)
+    document = json.loads(json.dumps(github_matrix(plan.entries)))
+    items = document["include"]
+    assert set(document) == {"include"}
+    assert {item["gpu"] for item in items} == {*AMD_TARGETS, "local"}
+    for item in items:
+        assert {"id", "gpu", "gfx", "tag", "runs_on"} <= set(item)
+        assert item["gfx"] == AMD_TARGETS.get(item["gpu"])
+        assert item["runs_on"] and all(isinstance(label, str) for label in item["runs_on"])
+    local = next(item for item in items if item["gpu"] == "local")
+    assert local["kind"] == "cpu" and local["runs_on"] == ["ubuntu-latest"] and local["rocm"] is None
+    assert github_matrix(plan.select(gpu="mi355x"))["include"][0]["runs_on"] == ["self-hosted", "linux", "mi355x"]
+
+
+PRINT_TAGS = "import sys; from pathlib import Path; from rocmci.matrix import load_plan; "
+PRINT_TAGS += "print(*(e.tag for e in load_plan(sys.argv[1], context_root=Path(sys.argv[2])).entries))"
+
+
+def test_same_inputs_give_the_same_tags_across_processes(context_root: Path) -> None:
+    """Hash seeds differ per process: tags must not depend on set or dict iteration order."""
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", PRINT_TAGS, str(DEFAULT_MATRIX), str(context_root)],
+            env={**SUBPROCESS_ENV, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "random")
+    ]
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0].split() == [entry.tag for entry in load_plan(DEFAULT_MATRIX, context_root=context_root).entries]
+
+
+def test_formatting_comments_order_and_run_only_fields_keep_tags(tmp_path: Path, context_root: Path) -> None:
+    before = tags_by_pair(DEFAULT_MATRIX, context_root)
+    document = shipped()
+    document["targets"] = dict(reversed(document["targets"].items()))
+    document["stacks"] = dict(reversed(document["stacks"].items()))
+    document["targets"]["mi355x"]["runs_on"] = ["self-hosted", "other-label"]
+    document["targets"]["mi355x"]["peak_bandwidth_tbs"] = 7.5
+    document["targets"]["mi355x"]["device_policy"] = {**document["targets"]["mi355x"]["device_policy"], "shm_size": "32g"}
+    document["gates"] = {"k_norm_max_kernels": 2, "k_norm_min_speedup": 1.5}
+    assert tags_by_pair(write_matrix(tmp_path, document), context_root) == before
+
+
+PIN_CHANGES: dict[str, tuple[tuple[str, ...], Any]] = {
+    "base image tag": (("base_image", "tag"), "7.2.1-complete"),
+    "base image name": (("base_image", "name"), "rocm/dev-ubuntu-22.04"),
+    "base image digest": (("base_image", "digest"), "sha256:" + "0" * 64),
+    "python": (("python",), "3.11"),
+    "torch version": (("torch", "version"), "2.12.0"),
+    "torch index": (("torch", "index"), "https://mirror.example/whl/rocm7.2"),
+    "aiter git ref": (("aiter", "git", "ref"), "v0.1.21"),
+    "aiter git repo": (("aiter", "git", "repo"), "https://github.com/example/aiter"),
+    "aiter source": (("aiter",), {"pypi": "0.1.20"}),
+}
+
+
+@pytest.mark.parametrize("change", PIN_CHANGES, ids=str)
+def test_changing_any_pin_gives_a_new_tag_for_that_stack_only(change: str, tmp_path: Path, context_root: Path) -> None:
+    before = tags_by_pair(DEFAULT_MATRIX, context_root)
+    document = shipped()
+    stack = copy.deepcopy(document["stacks"]["rocm7.2-torch2.13"])
+    keys, value = PIN_CHANGES[change]
+    holder = stack
+    for key in keys[:-1]:
+        holder = holder[key]
+    holder[keys[-1]] = value
+    document["stacks"]["rocm7.2-torch2.13"] = stack
+    after = tags_by_pair(write_matrix(tmp_path, document), context_root)
+    assert set(after) == set(before)
+    for pair, tag in after.items():
+        assert (tag != before[pair]) == (pair[1] == "rocm7.2-torch2.13"), pair
+
+
+def test_fixture_flag_changes_the_tag(tmp_path: Path, context_root: Path) -> None:
+    before = tags_by_pair(DEFAULT_MATRIX, context_root)
+    document = shipped()
+    document["stacks"]["local"]["fixture"] = True
+    assert tags_by_pair(write_matrix(tmp_path, document), context_root)[("local", "local")] != before[("local", "local")]
+
+
+def test_changing_any_build_arg_or_the_context_gives_a_new_hash(context_root: Path) -> None:
+    entry = load_plan(DEFAULT_MATRIX, context_root=context_root).entries[0]
+    args = build_args_for(entry.gpu, entry.target, entry.stack)
+    assert args == entry.build_args
+    digest = BuildContext(context_root).digest
+    assert content_hash(args, digest) == entry.content_hash
+    hashes = {content_hash({**args, key: value + "-changed"}, digest) for key, value in args.items()}
+    hashes.add(content_hash({**args, "NEW_ARG": "1"}, digest))
+    hashes.add(content_hash(args, "0" * 64))
+    assert len(hashes) == len(args) + 2 and entry.content_hash not in hashes
+
+
+def _edit(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"\n# changed\n")
+
+
+CONTEXT_CHANGES = {
+    "edit images/Dockerfile": lambda root: _edit(root / "images" / "Dockerfile"),
+    "edit checks/probe.py": lambda root: _edit(root / "checks" / "probe.py"),
+    "add a file under images/": lambda root: (root / "images" / "extra.sh").write_text("echo\n"),
+    "add a nested file under checks/": lambda root: (
+        (root / "checks" / "sub").mkdir() or (root / "checks" / "sub" / "x.py").touch()
+    ),
+    "rename a file": lambda root: (root / "checks" / "probe.py").rename(root / "checks" / "probe2.py"),
+    "make a file executable": lambda root: (root / "images" / "Dockerfile").chmod(0o755),
+}
+
+
+@pytest.mark.parametrize("change", CONTEXT_CHANGES, ids=str)
+def test_changing_the_build_context_gives_every_entry_a_new_tag(change: str, context_root: Path) -> None:
+    (context_root / "images" / "Dockerfile").chmod(0o644)
+    before = tags_by_pair(DEFAULT_MATRIX, context_root)
+    assert BuildContext(context_root).digest == BuildContext(context_root).digest
+    CONTEXT_CHANGES[change](context_root)
+    after = tags_by_pair(DEFAULT_MATRIX, context_root)
+    assert all(after[pair] != before[pair] for pair in before)
+
+
+def test_files_outside_the_context_and_pycache_do_not_change_tags(context_root: Path) -> None:
+    before = BuildContext(context_root).digest
+    (context_root / "README.md").write_text("docs\n")
+    (context_root / "checks" / "__pycache__").mkdir(exist_ok=True)
+    (context_root / "checks" / "__pycache__" / "probe.cpython-311.pyc").write_bytes(b"\0")
+    assert BuildContext(context_root).digest == before
+
+
+# ---------------------------------------------------------------- include / exclude and select
+
+
+def _axes_document(**axes: Any) -> dict[str, Any]:
+    document = shipped()
+    document["matrix"] = {"gpu": ["mi300x", "mi325x", "mi355x"], "stack": ["rocm7.1-torch2.12", "rocm7.2-torch2.13"], **axes}
+    return document
+
+
+@pytest.mark.parametrize(
+    ("exclude", "dropped"),
+    [
+        ([{"gpu": "mi325x"}], {("mi325x", "rocm7.1-torch2.12"), ("mi325x", "rocm7.2-torch2.13")}),
+        ([{"stack": "rocm7.1-torch2.12"}], {(g, "rocm7.1-torch2.12") for g in ("mi300x", "mi325x", "mi355x")}),
+        ([{"gpu": "mi355x", "stack": "rocm7.2-torch2.13"}], {("mi355x", "rocm7.2-torch2.13")}),
+        ([{"gpu": "mi300x", "stack": "rocm7.1-torch2.12"}, {"gpu": "mi350x"}], {("mi300x", "rocm7.1-torch2.12")}),
+    ],
+)
+def test_exclude_drops_matching_pairs(exclude: list[dict[str, str]], dropped: set[tuple[str, str]], tmp_path: Path) -> None:
+    full = [(g, s) for g in ("mi300x", "mi325x", "mi355x") for s in ("rocm7.1-torch2.12", "rocm7.2-torch2.13")]
+    plan = load_plan(write_matrix(tmp_path, _axes_document(exclude=exclude)))
+    assert [(e.gpu, e.stack_name) for e in plan.entries] == [pair for pair in full if pair not in dropped]
+
+
+def test_includes_come_after_the_product_and_survive_excludes(tmp_path: Path) -> None:
+    include = [{"gpu": "local", "stack": "local"}, {"gpu": "mi350x", "stack": "rocm7.2-torch2.13"}]
+    document = _axes_document(exclude=[{"gpu": "mi350x"}, {"stack": "rocm7.1-torch2.12"}], include=include)
+    pairs = [(e.gpu, e.stack_name) for e in load_plan(write_matrix(tmp_path, document)).entries]
+    product = [(g, "rocm7.2-torch2.13") for g in ("mi300x", "mi325x", "mi355x")]
+    assert pairs == [*product, ("local", "local"), ("mi350x", "rocm7.2-torch2.13")]
+
+
+def test_select_by_gpu_and_entry() -> None:
+    plan = load_plan(DEFAULT_MATRIX)
+    assert [e.gpu for e in plan.select(gpu="mi325x")] == ["mi325x", "mi325x"]
+    assert [e.id for e in plan.select(entry_id="local-cpu-torch2.13.0-aiter0.1.7.post2.dev18")] == [
+        "local-cpu-torch2.13.0-aiter0.1.7.post2.dev18"
+    ]
+    assert plan.select() == list(plan.entries)
+    with pytest.raises(MatrixError, match=r"--gpu: unknown GPU target 'mi999x' \(known: "):
+        plan.select(gpu="mi999x")
+    with pytest.raises(MatrixError, match=r"--entry: no entry 'nope'"):
+        plan.select(gpu="local", entry_id="nope")
+    assert plan.repository == "127.0.0.1:5000/rocmci"
+    assert {plan.matrix.targets[name].name for name in plan.matrix.targets} == set(plan.matrix.targets)
+
+
+# ---------------------------------------------------------------- the benchmark's matrix stays valid
+
+
+def test_benchmark_matrix_expands_to_1000_entries_with_valid_unique_tags(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("bench_matrix", REPO / "benchmarks" / "bench_matrix.py")
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for layout in ("axes", "include"):
+        path = tmp_path / f"{layout}.yaml"
+        path.write_text(bench.generate(layout))
+        entries = load_plan(path).entries
+        assert len(entries) == 1000
+        assert len({entry.tag for entry in entries}) == 1000
+        assert all(DOCKER_TAG_RE.fullmatch(entry.tag) for entry in entries)
