@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The command run on the lent NVIDIA GPU for issue 4 (results: benchmarks/smoke_gpu.md).
 # Needs .whl/amd_aiter-0.1.7.post2.dev18-py3-none-any.whl (pip download, see .library/device/README.md) carried along.
-# Runs the full smoke test twice: cold (empty Triton cache) then warm; JSON, logs and a summary go to $OUT.
+# Runs the full smoke test cold (empty Triton cache), warm, and --quick cold, then the probe; JSON, logs and a summary
+# go to $OUT (at most 8 files come back from the device).
 set -uo pipefail
 OUT=${OUT:-/tmp/smoke-out}
 mkdir -p "$OUT"
@@ -28,7 +29,7 @@ case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
   *) peak=0 ;;
 esac
 
-smoke() {  # smoke NAME TRITON_CACHE_DIR [extra flags]: one timed run, JSON and log under $OUT
+smoke() {  # smoke NAME TRITON_CACHE_DIR [extra flags]: one timed run; JSON to $OUT, log to /tmp
   local name=$1 cache=$2 start rc
   shift 2
   start=$(date +%s%N)

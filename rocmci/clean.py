@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rocmci.engine import docker_client as default_client
+
 MANAGED_LABEL = "io.rocmci.managed"
 ENTRY_LABEL = "io.rocmci.entry"
 DEVICES_LABEL = "io.rocmci.devices"
@@ -302,18 +304,6 @@ def clean(
     containers, container_errors = clean_containers(client, stop_timeout=stop_timeout, scope=scope, dry_run=dry_run)
     images = prune_images(client, keep=keep, scope=scope, dry_run=dry_run)
     return CleanResult(tuple(containers), tuple(images), dry_run, tuple(container_errors))
-
-
-def default_client() -> Any:
-    try:
-        from rocmci.engine import docker_client
-    except ImportError:  # engine module not there: talk to DOCKER_HOST / the default socket directly
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-        return client
-    return docker_client()
 
 
 def clean_command(

@@ -20,6 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from rocmci.engine import docker_client as default_client
+
 MANAGED_LABEL = "io.rocmci.managed"
 DEFAULT_MIN_FREE_GB_AMD = 50.0  # ROCm images are 20-30 GB; loading one needs room for its layers on top
 DEFAULT_MIN_FREE_GB_CPU = 10.0
@@ -555,18 +557,6 @@ class DoctorInputs:
     runner: Runner = run_command
     which: Callable[[str], str | None] = shutil.which
     client_factory: Callable[[], Any] | None = None
-
-
-def default_client() -> Any:
-    try:
-        from rocmci.engine import docker_client
-    except ImportError:  # engine module not there: talk to DOCKER_HOST / the default socket directly
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-        return client
-    return docker_client()
 
 
 def min_free_gb_for(target: TargetLike | None, override: float | None = None) -> float:

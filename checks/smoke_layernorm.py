@@ -1,0 +1,780 @@
+"""LayerNorm smoke test: correctness against float64 and GPU performance per implementation (rocmci.smoke/v1 JSON).
+
+Runs inside the image under test, so it imports only the standard library, torch and aiter.
+Run it as `python -P checks/smoke_layernorm.py --json ...`. Exit status: 0 pass, 1 fail, 2 error.
+Implementations: aiter-ck (aiter.layernorm2d_fwd), aiter-triton (aiter's Triton layer_norm), torch (F.layer_norm in the
+input dtype) and torch-upcast (sglang's forward_native: fp32 params, x.float() -> F.layer_norm -> .to(dtype)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+import traceback
+import types
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_T0 = time.perf_counter()  # wall_s counts the torch import below
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # reported as status "error" by main()
+    torch = None  # type: ignore[assignment]
+_T_IMPORTED = time.perf_counter()
+
+SCHEMA = "rocmci.smoke/v1"
+EPS = 1e-5
+K_NORM_TOKENS = (1, 7, 83, 1024, 8192)
+K_NORM_HIDDEN = 128
+HIDDEN_SIZES = (512, 1536, 4096, 5120, 5125, 7168, 8192, 16384)
+HIDDEN_TOKENS = 83
+STRIDED_SHAPES = ((1024, 128), (83, 5125))  # column slices of a tensor twice as wide, as aiter's test uses torch.split
+TRAP_SHAPES = ((1024, 128), (83, 4096))
+QUICK_K_NORM_TOKENS = (1, 83, 8192)
+QUICK_HIDDEN_SIZES = (512, 5125, 16384)
+GATE_SHAPE = (8192, K_NORM_HIDDEN)
+DTYPES = ("bfloat16", "float16")
+DEFAULT_IMPLS = ("aiter-ck", "aiter-triton", "torch", "torch-upcast")
+DEFAULT_TRITON_ARCH = "gfx942"
+ARCH_INFO_MODULE = "aiter.ops.triton.utils._triton.arch_info"
+TRITON_NORM_MODULES = ("aiter.ops.triton.normalization.norm", "aiter.ops.triton.norm")  # >= 0.1.10, older
+
+# Timing: each repeat replays the graph for >= REPEAT_TARGET_MS; the graph calls the impl once per rotating input set,
+# with enough sets that their bytes exceed L2 twice over (so the figures are HBM, not L2, bandwidth; capped for tiny shapes).
+REPEATS = 7
+REPEAT_TARGET_MS = 4.0
+EAGER_REPEATS = 3
+MAX_ROTATING_SETS = 64
+MIN_PROFILED_CALLS = 16
+DEVICE_WORK = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})  # kineto activity types that are device work
+WARMUP_S = 0.3
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+    max_mismatch_frac: float
+
+
+# Every element must satisfy |y - ref| <= atol + rtol*|ref| (ref: float64 from the same rounded inputs and params).
+# aiter's own test allows rtol=atol=1e-2 with up to 5% of elements out, sglang's allclose atol=1e-2, rtol=1e-3 with none out.
+# We take aiter's rtol for bf16 (one bf16 ulp is 2^-7 relative, so rounding the output alone can reach 2^-8 relative) and
+# sglang's for fp16 (ulp 2^-10), and allow no element out: a kernel wrong only in the tail of a 5125-wide row touches
+# < 0.1% of elements and would hide under a 5% allowance. Inputs are randn, weight 1+0.25*randn, bias 0.25*randn, so
+# |y| < ~10 and a correctly rounded fp32 computation stays well inside these bounds.
+TOLERANCES = {
+    "bfloat16": Tolerance(atol=1e-2, rtol=1e-2, max_mismatch_frac=0.0),
+    "float16": Tolerance(atol=1e-2, rtol=1e-3, max_mismatch_frac=0.0),
+}
+
+LayerNormFn = Callable[[Any, Any, Any, float], Any]
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    kind: str  # k_norm | hidden | strided | param-trap
+    dtype: str
+    param_dtype: str
+    tokens: int
+    hidden: int
+    layout: str = "contiguous"
+
+
+@dataclass
+class Impl:
+    name: str
+    fn: LayerNormFn
+    fused: bool
+    param_dtype: str | None = None  # fixed parameter dtype (torch-upcast keeps fp32 params); None: the input's dtype
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Unavailable(Exception):
+    """The implementation cannot run here; the message says why."""
+
+
+@dataclass
+class Context:
+    device: Any
+    hip: bool
+    triton_arch: str | None
+    aiter_import: tuple[Any, str | None] | None = None  # (module or None, error text), cached
+
+
+class UsageError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- implementations
+
+
+def import_aiter(ctx: Context) -> Any:
+    if ctx.aiter_import is None:
+        try:
+            import aiter
+
+            ctx.aiter_import = (aiter, None)
+        except Exception as exc:  # aiter's import can fail with anything (no ROCm, ABI, missing deps)
+            ctx.aiter_import = (None, f"{type(exc).__name__}: {exc}")
+    module, error = ctx.aiter_import
+    if module is None:
+        raise Unavailable(f"import aiter failed: {error}")
+    return module
+
+
+def load_torch(ctx: Context) -> Impl:
+    def fn(x: Any, w: Any, b: Any, eps: float) -> Any:
+        return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+
+    return Impl("torch", fn, fused=False)
+
+
+def load_torch_upcast(ctx: Context) -> Impl:
+    def fn(x: Any, w: Any, b: Any, eps: float) -> Any:
+        return F.layer_norm(x.float(), (x.shape[-1],), w, b, eps).to(x.dtype)
+
+    return Impl("torch-upcast", fn, fused=False, param_dtype="float32")
+
+
+def load_aiter_ck(ctx: Context) -> Impl:
+    if not ctx.hip:
+        raise Unavailable(
+            f"aiter's CK kernels need an AMD GPU and a ROCm torch (device {ctx.device.type}, torch {torch.__version__})"
+        )
+    aiter = import_aiter(ctx)
+    ln = getattr(aiter, "layernorm2d_fwd", None)
+    if ln is None:
+        raise Unavailable("aiter has no layernorm2d_fwd")
+
+    def fn(x: Any, w: Any, b: Any, eps: float) -> Any:
+        return ln(x, w, b, eps)
+
+    return Impl("aiter-ck", fn, fused=True, info={"version": getattr(aiter, "__version__", None)})
+
+
+def aiter_package_dir() -> Path:
+    spec = importlib.util.find_spec("aiter")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    for dist in ("amd-aiter", "aiter"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return Path(str(importlib.metadata.distribution(dist).locate_file("aiter")))
+    raise Unavailable("aiter is not installed")
+
+
+def install_aiter_stub(package_dir: Path) -> None:
+    """A bare `aiter` package entry whose __path__ is the installed aiter, so its submodules import without
+    running aiter/__init__.py (which needs ROCm)."""
+    for name in [m for m in sys.modules if m == "aiter" or m.startswith("aiter.")]:
+        del sys.modules[name]
+    spec = importlib.machinery.ModuleSpec("aiter", None, is_package=True)
+    spec.submodule_search_locations = [str(package_dir)]
+    stub = types.ModuleType("aiter")
+    stub.__path__ = [str(package_dir)]
+    stub.__spec__ = spec
+    sys.modules["aiter"] = stub
+
+
+def override_triton_arch(package_dir: Path, arch: str) -> bool:
+    """Load aiter's arch lookup before any aiter Triton module, and make it answer `arch` (on NVIDIA Triton gives an int)."""
+    path = package_dir / "ops" / "triton" / "utils" / "_triton" / "arch_info.py"
+    if not path.is_file():
+        return False
+    spec = importlib.util.spec_from_file_location(ARCH_INFO_MODULE, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.get_arch = lambda: arch
+    sys.modules[ARCH_INFO_MODULE] = module
+    parent = importlib.import_module(ARCH_INFO_MODULE.rpartition(".")[0])
+    parent.arch_info = module
+    return True
+
+
+def load_aiter_triton(ctx: Context) -> Impl:
+    if ctx.device.type != "cuda":
+        raise Unavailable("Triton kernels need a GPU")
+    info: dict[str, Any] = {"loaded_via": "package", "arch_lookup_overridden": False, "arch": None, "amd_result": ctx.hip}
+    package_error = None if ctx.hip else "not tried: aiter/__init__.py needs ROCm and this torch is not a ROCm build"
+    if ctx.hip:
+        try:
+            import_aiter(ctx)
+        except Unavailable as exc:
+            package_error = str(exc)
+    if package_error:
+        install_aiter_stub(aiter_package_dir())
+        info.update(loaded_via="stub", package_import=package_error)
+    if not ctx.hip:
+        arch = ctx.triton_arch or DEFAULT_TRITON_ARCH
+        if not override_triton_arch(aiter_package_dir(), arch):
+            raise Unavailable("aiter's Triton arch lookup (arch_info.get_arch) not found: cannot run it on a non-AMD GPU")
+        info.update(
+            arch_lookup_overridden=True,
+            arch=arch,
+            note=f"aiter's Triton arch lookup was overridden to {arch} on a non-AMD GPU: this is NOT an AMD result.",
+        )
+    errors = []
+    for name in TRITON_NORM_MODULES:
+        try:
+            layer_norm = importlib.import_module(name).layer_norm
+        except (ImportError, AttributeError) as exc:
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        info["module"] = name
+
+        def fn(x: Any, w: Any, b: Any, eps: float, _ln: Callable[..., Any] = layer_norm) -> Any:
+            return _ln(x, w, b, eps)
+
+        return Impl("aiter-triton", fn, fused=True, info=info)
+    raise Unavailable("aiter's Triton layer_norm did not import: " + "; ".join(errors))
+
+
+IMPLS: dict[str, Callable[[Context], Impl]] = {
+    "aiter-ck": load_aiter_ck,
+    "aiter-triton": load_aiter_triton,
+    "torch": load_torch,
+    "torch-upcast": load_torch_upcast,
+}
+
+
+# ---------------------------------------------------------------- cases
+
+
+def case_specs(quick: bool, impl: Impl) -> list[CaseSpec]:
+    k_tokens = QUICK_K_NORM_TOKENS if quick else K_NORM_TOKENS
+    hidden_sizes = QUICK_HIDDEN_SIZES if quick else HIDDEN_SIZES
+    strided = STRIDED_SHAPES[-1:] if quick else STRIDED_SHAPES
+    specs = []
+    for dtype in DTYPES:
+        params = impl.param_dtype or dtype
+        specs += [CaseSpec("k_norm", dtype, params, t, K_NORM_HIDDEN) for t in k_tokens]
+        specs += [CaseSpec("hidden", dtype, params, HIDDEN_TOKENS, h) for h in hidden_sizes]
+        specs += [CaseSpec("strided", dtype, params, t, h, layout="strided") for t, h in strided]
+    if impl.fused:  # bf16 input with fp32 weight/bias: aiter < 0.1.20 returns wrong values without an error
+        trap = TRAP_SHAPES[:1] if quick else TRAP_SHAPES
+        specs += [CaseSpec("param-trap", "bfloat16", "float32", t, h) for t, h in trap]
+    return specs
+
+
+def make_inputs(spec: CaseSpec, device: Any, sets: int = 1) -> tuple[list[Any], Any, Any]:
+    """`sets` input tensors for the case (a column slice when strided) and its weight and bias, seeded by the case."""
+    gen = torch.Generator(device=device).manual_seed(zlib.crc32(repr(spec).encode()))
+    dtype, width = getattr(torch, spec.dtype), spec.hidden * (2 if spec.layout == "strided" else 1)
+    xs = []
+    for _ in range(sets):
+        base = torch.randn((spec.tokens, width), generator=gen, device=device).to(dtype)
+        xs.append(base[:, : spec.hidden] if spec.layout == "strided" else base)
+    param = getattr(torch, spec.param_dtype)
+    w = (1 + 0.25 * torch.randn((spec.hidden,), generator=gen, device=device)).to(param)
+    b = (0.25 * torch.randn((spec.hidden,), generator=gen, device=device)).to(param)
+    return xs, w, b
+
+
+def finite(value: float | None, digits: int = 6) -> float | None:
+    return round(value, digits) if value is not None and math.isfinite(value) else None
+
+
+def compare(y: Any, ref: Any, spec: CaseSpec, tol: Tolerance) -> dict[str, Any]:
+    if tuple(y.shape) != tuple(ref.shape):
+        return {"status": "fail", "reason": f"output shape {tuple(y.shape)} != {tuple(ref.shape)}"}
+    ok_values = torch.isfinite(y)
+    err = (y.double() - ref).abs()
+    bad = ~ok_values | (err > tol.atol + tol.rtol * ref.abs())
+    mismatch = bad.double().mean().item()
+    rel_mask = ok_values & (ref.abs() > tol.atol)  # relative error where |ref| is not ~0
+    result = {
+        "max_abs_err": finite(err[ok_values].max().item()) if ok_values.any() else None,
+        "max_rel_err": finite((err[rel_mask] / ref.abs()[rel_mask]).max().item()) if rel_mask.any() else None,
+        "mismatch_frac": finite(mismatch),
+    }
+    problems = []
+    if str(y.dtype).removeprefix("torch.") != spec.dtype:
+        problems.append(f"output dtype {y.dtype} != {spec.dtype}")
+    if not ok_values.all():
+        problems.append(f"{int((~ok_values).sum())} non-finite outputs")
+    if mismatch > tol.max_mismatch_frac:
+        problems.append(
+            f"{mismatch:.2%} of elements outside atol={tol.atol} rtol={tol.rtol} (max abs err {result['max_abs_err']}; allowed {tol.max_mismatch_frac:.0%})"
+        )
+    if spec.kind == "param-trap" and problems:
+        problems.append(
+            "bf16 input with fp32 weight/bias gives wrong values (aiter < 0.1.20 does this silently): use matching dtypes or aiter >= 0.1.20"
+        )
+    return {**result, "status": "fail" if problems else "pass", "reason": "; ".join(problems) or None}
+
+
+def check_case(impl: Impl, spec: CaseSpec, device: Any) -> dict[str, Any]:
+    xs, w, b = make_inputs(spec, device)
+    ref = F.layer_norm(xs[0].double(), (spec.hidden,), w.double(), b.double(), EPS)
+    try:
+        y = impl.fn(xs[0], w, b, EPS)
+    except Exception as exc:  # an impl that raises is a result, not a crash of the smoke test
+        if spec.kind == "param-trap":  # refusing mixed dtypes is the fix (aiter >= 0.1.20 asserts); sglang then upcasts
+            return {"status": "pass", "reason": f"refused fp32 params with bf16 input: {type(exc).__name__}: {exc}"}
+        traceback.print_exc(file=sys.stderr)
+        return {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
+    return compare(y, ref, spec, TOLERANCES[spec.dtype])
+
+
+# ---------------------------------------------------------------- performance (GPU)
+
+
+def bytes_per_call(spec: CaseSpec) -> int:
+    act = torch.finfo(getattr(torch, spec.dtype)).bits // 8
+    par = torch.finfo(getattr(torch, spec.param_dtype)).bits // 8
+    return 2 * spec.tokens * spec.hidden * act + 2 * spec.hidden * par  # read x, w, b; write y
+
+
+def rotating_sets(spec: CaseSpec, l2_bytes: int) -> int:
+    return max(1, min(MAX_ROTATING_SETS, math.ceil(2 * l2_bytes / bytes_per_call(spec))))
+
+
+def event_ms(work: Callable[[], None]) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    work()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def spread_pct(samples: list[float]) -> float:
+    return (max(samples) - min(samples)) / statistics.median(samples) * 100
+
+
+def capture_graph(calls: Callable[[], list[Any]]) -> tuple[Any, list[Any]]:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graphs advises
+        calls()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = calls()
+    return graph, outputs
+
+
+def replay_times(graph: Any, n_calls: int) -> list[float]:
+    """Device us per call for each of REPEATS repeats; a repeat replays the graph for >= REPEAT_TARGET_MS."""
+    graph.replay()
+    replays = max(1, math.ceil(REPEAT_TARGET_MS / max(event_ms(graph.replay), 1e-3)))
+
+    def repeat() -> None:
+        for _ in range(replays):
+            graph.replay()
+
+    return [event_ms(repeat) * 1e3 / (replays * n_calls) for _ in range(REPEATS)]
+
+
+def device_work(prof: Any) -> list[tuple[str, int, int]]:
+    """(name, start ns, end ns) of each kernel, memcpy and memset the profiler recorded on the device."""
+    from torch.autograd import DeviceType
+
+    def is_work(e: Any) -> bool:  # activity_type() is missing from older torch; device_type() then has to do
+        kind = getattr(e, "activity_type", None)
+        return kind() in DEVICE_WORK if kind else e.device_type() == DeviceType.CUDA
+
+    return [(e.name(), e.start_ns(), e.end_ns()) for e in prof.profiler.kineto_results.events() if is_work(e)]
+
+
+def profile_replays(graph: Any, n_calls: int) -> dict[str, Any]:
+    """Kernels per call, their summed time per call, and the span from the first kernel's start to the last one's end
+    per call (kernel time plus the dispatch gaps between graph nodes), over graph replays under the torch profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    replays = math.ceil(MIN_PROFILED_CALLS / n_calls)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            graph.replay()
+        torch.cuda.synchronize()
+    work = device_work(prof)
+    if not work:
+        raise RuntimeError("the profiler recorded no device work for the graph replays")
+    total = replays * n_calls
+    kernel_us = sum(end - start for _, start, end in work) / 1e3 / total
+    span_us = (max(end for *_, end in work) - min(start for _, start, _ in work)) / 1e3 / total
+    return {
+        "kernels_per_call": len(work) / total,
+        "profiler_kernel_us": kernel_us,
+        "profiler_span_us": span_us,
+        "kernel_names": sorted({name[:80] for name, *_ in work}),
+    }
+
+
+def pct_diff(value: float, reference: float) -> float | None:
+    return finite((value - reference) / reference * 100, 2) if reference else None
+
+
+def measure_case(impl: Impl, spec: CaseSpec, device: Any, l2_bytes: int) -> dict[str, Any]:
+    n_sets = rotating_sets(spec, l2_bytes)
+    xs, w, b = make_inputs(spec, device, sets=n_sets)
+
+    def calls() -> list[Any]:
+        return [impl.fn(x, w, b, EPS) for x in xs]
+
+    graph, outputs = capture_graph(calls)
+    samples = replay_times(graph, n_sets)
+    graph_us = statistics.median(samples)
+    eager_us = statistics.median(event_ms(calls) * 1e3 / n_sets for _ in range(EAGER_REPEATS))
+    prof = profile_replays(graph, n_sets)
+    del graph, outputs
+    kernels = prof["kernels_per_call"]
+    return {
+        "graph_us": finite(graph_us, 3),
+        "eager_us": finite(eager_us, 3),
+        "spread_pct": finite(spread_pct(samples), 2),
+        "kernels_per_call": finite(kernels, 3),
+        "profiler_kernel_us": finite(prof["profiler_kernel_us"], 3),
+        "profiler_span_us": finite(prof["profiler_span_us"], 3),
+        "graph_vs_profiler_pct": pct_diff(graph_us, prof["profiler_kernel_us"]),
+        "graph_vs_span_pct": pct_diff(graph_us, prof["profiler_span_us"]),
+        "gap_us_per_kernel": finite((prof["profiler_span_us"] - prof["profiler_kernel_us"]) / kernels, 3) if kernels else None,
+        "bandwidth_gbs": finite(bytes_per_call(spec) / (graph_us * 1e-6) / 1e9, 2),
+        "rotating_sets": n_sets,
+        "kernel_names": prof["kernel_names"],
+    }
+
+
+def warm_up_gpu(device: Any) -> None:
+    """Keep the GPU busy for a moment so clocks have ramped before the first timed case."""
+    a = torch.randn((4096, 4096), device=device, dtype=torch.bfloat16)
+    deadline = time.perf_counter() + WARMUP_S
+    while time.perf_counter() < deadline:
+        a @ a
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- gates and report
+
+
+def attach_speedups(cases: list[dict[str, Any]], peak_gbs: float | None) -> None:
+    baseline = {
+        (c["dtype"], c["tokens"], c["hidden"], c["layout"]): c["graph_us"]
+        for c in cases
+        if c["impl"] == "torch-upcast" and c["kind"] != "param-trap" and c.get("graph_us")
+    }
+    for c in cases:
+        base = baseline.get((c["dtype"], c["tokens"], c["hidden"], c["layout"]))
+        c["speedup_vs_torch_upcast"] = finite(base / c["graph_us"], 3) if base and c.get("graph_us") else None
+        c["bandwidth_frac"] = finite(c["bandwidth_gbs"] / peak_gbs, 4) if peak_gbs and c.get("bandwidth_gbs") else None
+
+
+def is_gate_case(case: dict[str, Any]) -> bool:
+    return (
+        case["kind"] == "k_norm"
+        and (case["tokens"], case["hidden"]) == GATE_SHAPE
+        and case["dtype"] == "bfloat16"
+        and case["param_dtype"] == "bfloat16"
+    )
+
+
+def evaluate_gates(
+    cases: list[dict[str, Any]], fused: list[str], max_kernels: int | None, min_speedup: float | None
+) -> list[dict[str, Any]]:
+    """Gates on each fused impl at the k_norm shape 8192x128 bf16; a missing measurement fails its gate."""
+    gates = []
+    shape = f"{GATE_SHAPE[0]}x{GATE_SHAPE[1]} bf16"
+    for name in fused:
+        case = next((c for c in cases if c["impl"] == name and is_gate_case(c)), None)
+        kernels = case.get("kernels_per_call") if case else None
+        speedup = case.get("speedup_vs_torch_upcast") if case else None
+        if max_kernels is not None:
+            passed = kernels is not None and kernels <= max_kernels
+            detail = (
+                f"{name} at {shape}: {kernels if kernels is not None else 'not measured'} kernels/call (gate <= {max_kernels})"
+            )
+            gates.append({"name": f"{name}.kernels_per_call", "passed": passed, "detail": detail})
+        if min_speedup is not None:
+            passed = speedup is not None and speedup >= min_speedup
+            figures = f"graph {case.get('graph_us')} us, speedup {speedup}x over torch-upcast" if case else "not measured"
+            gates.append(
+                {
+                    "name": f"{name}.speedup_vs_torch_upcast",
+                    "passed": passed,
+                    "detail": f"{name} at {shape}: {figures} (gate >= {min_speedup}x)",
+                }
+            )
+    return gates
+
+
+def device_info(device: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"type": device.type, "name": platform.processor() or "cpu", "hip": False, "gfx": None, "arch": None}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        arch = props.gcnArchName if torch.version.hip else f"sm_{props.major}{props.minor}"
+        info.update(
+            name=props.name,
+            hip=torch.version.hip is not None,
+            gfx=arch.split(":", 1)[0] if arch.startswith("gfx") else None,
+            arch=arch,
+            l2_bytes=getattr(props, "L2_cache_size", None),
+        )
+    return info
+
+
+def versions() -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_hip": torch.version.hip,
+        "torch_cuda": torch.version.cuda,
+    }
+    for key, dist in (("triton", "triton"), ("aiter_dist", "amd-aiter")):
+        try:
+            found[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[key] = None
+    return found
+
+
+def resolve_device(choice: str, cpu_only: bool) -> Any:
+    if cpu_only or choice == "cpu":
+        return torch.device("cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda but torch sees no GPU")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_impls(names: list[str], ctx: Context, skipped: list[dict[str, Any]]) -> tuple[list[Impl], dict[str, Any]]:
+    impls, table = [], {}
+    for name in names:
+        try:
+            impl = IMPLS[name](ctx)
+        except Unavailable as exc:
+            # aiter missing on an AMD GPU is a failure, not a skip: the image exists to run it
+            blocking = ctx.hip and name.startswith("aiter")
+            skipped.append({"what": f"impl {name}", "reason": str(exc), "blocking": blocking})
+            table[name] = {"available": False, "reason": str(exc), "blocking": blocking}
+            continue
+        impls.append(impl)
+        table[name] = {"available": True, "fused": impl.fused, "param_dtype": impl.param_dtype, **impl.info}
+    return impls, table
+
+
+def run_impl(impl: Impl, args: argparse.Namespace, device: Any, l2_bytes: int) -> list[dict[str, Any]]:
+    cases = []
+    for spec in case_specs(args.quick, impl):
+        started = time.perf_counter()
+        case = {
+            "impl": impl.name,
+            **{k: getattr(spec, k) for k in ("dtype", "param_dtype", "tokens", "hidden", "layout", "kind")},
+        }
+        case.update(check_case(impl, spec, device))
+        if device.type == "cuda" and case["status"] != "error" and spec.kind != "param-trap":
+            try:
+                case.update(measure_case(impl, spec, device, l2_bytes))
+            except Exception as exc:  # a timing failure (e.g. not graph-capturable) fails the case with the reason
+                traceback.print_exc(file=sys.stderr)
+                case.update(status="error", reason=f"performance: {type(exc).__name__}: {exc}")
+        print(
+            f"[smoke] {impl.name:13} {spec.kind:10} {spec.dtype:8} {spec.tokens}x{spec.hidden} {spec.layout:10} {case['status']} ({time.perf_counter() - started:.2f} s)",
+            file=sys.stderr,
+        )
+        cases.append(case)
+    return cases
+
+
+RESULT_FIELDS = ("reason", "max_abs_err", "max_rel_err", "mismatch_frac")
+PERF_FIELDS = (
+    "graph_us",
+    "eager_us",
+    "kernels_per_call",
+    "bandwidth_gbs",
+    "bandwidth_frac",
+    "speedup_vs_torch_upcast",
+    "spread_pct",
+    "profiler_kernel_us",
+)
+
+
+def gates_or_skips(
+    args: argparse.Namespace, gpu: bool, impl_table: dict[str, Any], cases: list[dict[str, Any]], skipped: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The evaluated gates, or the reasons (appended to `skipped`) why performance and gates could not be judged."""
+    asked = args.gate_max_kernels is not None or args.gate_min_speedup is not None
+    fused = [n for n in args.impl if impl_table[n].get("fused") or impl_table[n].get("blocking")]
+    if not gpu:
+        skipped.append({"what": "performance", "reason": "no GPU: graph/eager timing, kernel counts and bandwidth need one"})
+        if asked:
+            skipped.append({"what": "gates", "reason": "no GPU: performance gates cannot be evaluated"})
+        return []
+    if asked and not fused:
+        skipped.append({"what": "gates", "reason": "no fused implementation (aiter-ck, aiter-triton) was run"})
+        return []
+    return evaluate_gates(cases, fused, args.gate_max_kernels, args.gate_min_speedup)
+
+
+MEASUREMENT = {
+    "method": "CUDA/HIP graph replay, median of repeats; inputs rotate over sets whose bytes exceed 2x L2 (capped);"
+    " kernel counts, kernel time and span from the torch profiler over the same graph's replays",
+    "repeats": REPEATS,
+    "repeat_target_ms": REPEAT_TARGET_MS,
+    "max_rotating_sets": MAX_ROTATING_SETS,
+    "eager_repeats": EAGER_REPEATS,
+}
+
+
+def run_smoke(args: argparse.Namespace) -> dict[str, Any]:
+    device = resolve_device(args.device, args.cpu_only)
+    ctx = Context(device=device, hip=device.type == "cuda" and torch.version.hip is not None, triton_arch=args.triton_arch)
+    skipped: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    impls, impl_table = load_impls(args.impl, ctx, skipped)
+    gpu = device.type == "cuda"
+    info = device_info(device)
+    if gpu:
+        warm_up_gpu(device)
+    loaded = time.perf_counter()
+    with torch.no_grad():
+        cases = [case for impl in impls for case in run_impl(impl, args, device, info.get("l2_bytes") or 64 << 20)]
+    phase_s = {"import": _T_IMPORTED - _T0, "load_and_warm_up": loaded - started, "cases": time.perf_counter() - loaded}
+    for case in cases:
+        for key in RESULT_FIELDS + PERF_FIELDS:
+            case.setdefault(key, None)
+    attach_speedups(cases, args.peak_bandwidth_gbs)
+    gates = gates_or_skips(args, gpu, impl_table, cases, skipped)
+    failed = (
+        any(c["status"] in ("fail", "error") for c in cases)
+        or any(not g["passed"] for g in gates)
+        or any(s.get("blocking") for s in skipped)
+        or not cases
+    )
+    aiter_ran = any(c["impl"].startswith("aiter") and c["status"] in ("pass", "fail") for c in cases)
+    doc = {
+        "schema": SCHEMA,
+        "status": "fail" if failed else "pass",
+        "scope": "gpu" if gpu else "cpu-only",
+        "device": info,
+        "versions": versions(),
+        "peak_bandwidth_gbs": args.peak_bandwidth_gbs,
+        "tolerances": {k: vars(v) for k, v in TOLERANCES.items()},
+        "reference": "float64 F.layer_norm on the same device from the same rounded inputs and params",
+        "impls": impl_table,
+        "aiter_kernel_ran": aiter_ran,
+        "amd_result": ctx.hip,  # False on NVIDIA: aiter-triton there ran with an overridden arch lookup
+        "measurement": MEASUREMENT if gpu else None,
+        "phase_s": {k: round(v, 3) for k, v in phase_s.items()},
+        "cases": cases,
+        "gates": gates,
+        "skipped": skipped,
+    }
+    if not gpu:
+        doc["note"] = "CPU-only run: correctness on the CPU only; no GPU performance was measured" + (
+            "" if aiter_ran else " and no aiter kernel ran"
+        )
+    if not cases:
+        doc["note"] = "no implementation could run: nothing was verified"
+    doc["wall_s"] = round(time.perf_counter() - _T0, 3)
+    return doc
+
+
+# ---------------------------------------------------------------- CLI
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def impl_list(values: list[str] | None) -> list[str]:
+    names = [n.strip() for v in (values or [",".join(DEFAULT_IMPLS)]) for n in v.split(",") if n.strip()]
+    unknown = [n for n in names if n not in IMPLS]
+    if unknown:
+        raise UsageError(f"unknown --impl {', '.join(unknown)}; known: {', '.join(IMPLS)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = _Parser(description=__doc__)
+    p.add_argument("--json", action="store_true", help="print the JSON document on stdout (always done; kept for the contract)")
+    p.add_argument(
+        "--impl", action="append", help=f"implementations, repeatable or comma-separated (default: {','.join(DEFAULT_IMPLS)})"
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--peak-bandwidth-gbs", type=float, help="the target's peak memory bandwidth, for bandwidth_frac")
+    p.add_argument("--gate-max-kernels", type=int, help="fused impls must launch at most N kernels per call at 8192x128 bf16")
+    p.add_argument(
+        "--gate-min-speedup", type=float, help="fused impls must be at least X times faster than torch-upcast at 8192x128 bf16"
+    )
+    p.add_argument("--quick", action="store_true", help="fewer shapes, for CI")
+    p.add_argument(
+        "--cpu-only", action="store_true", help="CPU-only image: run correctness on the CPU and never claim GPU results"
+    )
+    p.add_argument(
+        "--triton-arch",
+        metavar="GFX",
+        help=f"gfx name aiter's Triton arch lookup returns on a non-AMD GPU (default {DEFAULT_TRITON_ARCH})",
+    )
+    args = p.parse_args(argv)
+    args.impl = impl_list(args.impl)
+    if args.cpu_only and args.device == "cuda":
+        raise UsageError("--cpu-only contradicts --device cuda")
+    if args.triton_arch and not re.fullmatch(r"gfx[0-9a-f]+", args.triton_arch):
+        raise UsageError(f"--triton-arch must look like gfx942, got {args.triton_arch!r}")
+    return args
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[int]:
+    """Send everything written to fd 1 (C extensions included) to stderr; yields a fd for the real stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield saved
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def error_document(message: str) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "status": "error",
+        "scope": None,
+        "error": message,
+        "cases": [],
+        "gates": [],
+        "skipped": [],
+        "wall_s": round(time.perf_counter() - _T0, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    with stdout_to_stderr() as real_stdout:
+        try:
+            if torch is None:
+                raise RuntimeError("torch is not importable")
+            doc = run_smoke(parse_args(sys.argv[1:] if argv is None else argv))
+            code = 0 if doc["status"] == "pass" else 1
+        except UsageError as exc:
+            doc, code = error_document(f"bad arguments: {exc}"), 2
+        except Exception as exc:  # the smoke test itself broke
+            traceback.print_exc(file=sys.stderr)
+            doc, code = error_document(f"{type(exc).__name__}: {exc}"), 2
+        with open(real_stdout, "w", closefd=False) as out:
+            out.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

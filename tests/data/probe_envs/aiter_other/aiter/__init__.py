@@ -1,0 +1,1 @@
+raise ValueError("malformed tuned config: aiter/configs/tuned_gemm.csv")

@@ -1,0 +1,302 @@
+"""checks/smoke_layernorm.py: the CPU correctness path passes, planted wrong implementations fail, the JSON keeps its contract."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "checks" / "smoke_layernorm.py"
+CASE_KEYS = {
+    "impl",
+    "dtype",
+    "param_dtype",
+    "tokens",
+    "hidden",
+    "layout",
+    "kind",
+    "status",
+    "reason",
+    "max_abs_err",
+    "max_rel_err",
+    "mismatch_frac",
+    "graph_us",
+    "eager_us",
+    "kernels_per_call",
+    "bandwidth_gbs",
+    "bandwidth_frac",
+    "speedup_vs_torch_upcast",
+    "spread_pct",
+    "profiler_kernel_us",
+}
+
+
+@pytest.fixture(scope="module")
+def smoke() -> Iterator[ModuleType]:
+    spec = importlib.util.spec_from_file_location("rocmci_checks_smoke", SMOKE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def assert_smoke_contract(doc: dict[str, Any]) -> None:
+    assert doc["schema"] == "rocmci.smoke/v1"
+    assert doc["status"] in {"pass", "fail", "error"} and doc["scope"] in {"gpu", "cpu-only"}
+    assert set(doc["device"]) >= {"type", "name", "hip", "gfx"} and doc["device"]["type"] in {"cuda", "cpu"}
+    for dtype in ("bfloat16", "float16"):
+        assert set(doc["tolerances"][dtype]) == {"atol", "rtol", "max_mismatch_frac"}
+    assert "peak_bandwidth_gbs" in doc and isinstance(doc["wall_s"], float)
+    for case in doc["cases"]:
+        assert set(case) >= CASE_KEYS
+        assert case["status"] in {"pass", "fail", "skipped", "error"}
+        assert case["kind"] in {"k_norm", "hidden", "strided", "param-trap"} and case["layout"] in {"contiguous", "strided"}
+    for gate in doc["gates"]:
+        assert set(gate) >= {"name", "passed", "detail"} and isinstance(gate["passed"], bool)
+    for skip in doc["skipped"]:
+        assert set(skip) >= {"what", "reason"} and skip["reason"]
+
+
+def register(monkeypatch: pytest.MonkeyPatch, smoke: ModuleType, name: str, fn: Callable[..., Any], fused: bool = False) -> None:
+    monkeypatch.setitem(smoke.IMPLS, name, lambda ctx: smoke.Impl(name, fn, fused=fused))
+
+
+@pytest.fixture
+def few_shapes(smoke: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer quick shapes for the in-process runs; 5125 stays, so a bug in a row's tail is still exercised."""
+    monkeypatch.setattr(smoke, "QUICK_K_NORM_TOKENS", (1, 83))
+    monkeypatch.setattr(smoke, "QUICK_HIDDEN_SIZES", (5125,))
+
+
+def run_cpu(smoke: ModuleType, *impls: str) -> dict[str, Any]:
+    doc = smoke.run_smoke(smoke.parse_args(["--device", "cpu", "--quick", "--impl", ",".join(impls)]))
+    assert_smoke_contract(doc)
+    return doc
+
+
+# -------------------------------------------------------------- the CPU path, as CI and the local image run it
+
+
+def test_cpu_only_run_passes_and_claims_nothing_for_the_gpu() -> None:
+    cmd = [
+        sys.executable,
+        "-P",
+        str(SMOKE),
+        "--json",
+        "--quick",
+        "--cpu-only",
+        "--gate-max-kernels",
+        "1",
+        "--gate-min-speedup",
+        "2",
+    ]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
+    doc = json.loads(proc.stdout)
+    assert_smoke_contract(doc)
+    assert proc.returncode == 0 and doc["status"] == "pass" and doc["scope"] == "cpu-only"
+    assert {c["impl"] for c in doc["cases"]} == {"torch", "torch-upcast"}
+    assert {c["kind"] for c in doc["cases"]} == {"k_norm", "hidden", "strided"}
+    assert {c["dtype"] for c in doc["cases"]} == {"bfloat16", "float16"}
+    assert all(c["status"] == "pass" and c["graph_us"] is None and c["kernels_per_call"] is None for c in doc["cases"])
+    assert {c["param_dtype"] for c in doc["cases"] if c["impl"] == "torch-upcast"} == {"float32"}
+    skipped = {s["what"]: s["reason"] for s in doc["skipped"]}
+    assert "need an AMD GPU" in skipped["impl aiter-ck"]
+    assert {"impl aiter-triton", "performance", "gates"} <= set(skipped)
+    assert doc["gates"] == [] and doc["aiter_kernel_ran"] is False and "no aiter kernel ran" in doc["note"]
+
+
+def test_bad_arguments_exit_2_with_a_json_error(smoke: ModuleType, capfd: pytest.CaptureFixture[str]) -> None:
+    assert smoke.main(["--json", "--impl", "no-such-impl"]) == 2
+    doc = json.loads(capfd.readouterr().out)
+    assert doc["status"] == "error" and "no-such-impl" in doc["error"]
+
+
+# -------------------------------------------------------------- planted wrong implementations
+
+
+def forgets_bias(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.layer_norm(x, (x.shape[-1],), w, None, eps)
+
+
+def returns_fp32(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.layer_norm(x.float(), (x.shape[-1],), w.float(), b.float(), eps)
+
+
+def wrong_last_column(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    y = F.layer_norm(x, (x.shape[-1],), w, b, eps)
+    y[:, -1] += 0.5
+    return y
+
+
+def garbage(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.randn_like(x)
+
+
+@pytest.mark.usefixtures("few_shapes")
+@pytest.mark.parametrize("wrong", [forgets_bias, returns_fp32, wrong_last_column, garbage], ids=lambda f: f.__name__)
+def test_planted_wrong_impl_fails(smoke: ModuleType, monkeypatch: pytest.MonkeyPatch, wrong: Callable[..., Any]) -> None:
+    register(monkeypatch, smoke, "planted", wrong)
+    doc = run_cpu(smoke, "planted", "torch")
+    planted = [c for c in doc["cases"] if c["impl"] == "planted"]
+    assert doc["status"] == "fail"
+    assert planted and all(c["status"] == "fail" and c["reason"] for c in planted)
+    assert all(c["status"] == "pass" for c in doc["cases"] if c["impl"] == "torch")
+
+
+@pytest.mark.usefixtures("few_shapes")
+def test_planted_impl_that_raises_is_an_error_case(smoke: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    def raises(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+        raise RuntimeError("HIP error: invalid device function")
+
+    register(monkeypatch, smoke, "raises", raises)
+    doc = run_cpu(smoke, "raises")
+    assert doc["status"] == "fail" and all(
+        c["status"] == "error" and "invalid device function" in c["reason"] for c in doc["cases"]
+    )
+
+
+def reads_fp32_params_as_input_dtype(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """What aiter's CK layernorm2d_fwd does before 0.1.20 with fp32 weight/bias and bf16 input: reads their bytes as bf16."""
+    hidden = x.shape[-1]
+    return F.layer_norm(x, (hidden,), w.view(x.dtype)[:hidden], b.view(x.dtype)[:hidden], eps)
+
+
+@pytest.mark.usefixtures("few_shapes")
+def test_param_trap_catches_the_pre_0_1_20_bug(smoke: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    register(monkeypatch, smoke, "old-aiter", reads_fp32_params_as_input_dtype, fused=True)
+    doc = run_cpu(smoke, "old-aiter")
+    trap = [c for c in doc["cases"] if c["kind"] == "param-trap"]
+    assert trap and all(c["status"] == "fail" and c["param_dtype"] == "float32" and "0.1.20" in c["reason"] for c in trap)
+    assert all(c["status"] == "pass" for c in doc["cases"] if c["kind"] != "param-trap")
+    assert doc["status"] == "fail"
+
+
+@pytest.mark.usefixtures("few_shapes")
+def test_param_trap_passes_a_fused_impl_that_refuses_fp32_params(smoke: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    def asserts_dtypes(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+        assert w.dtype == x.dtype, "weight dtype must match input"  # what aiter >= 0.1.20 does
+        return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+
+    register(monkeypatch, smoke, "aiter-0.1.20", asserts_dtypes, fused=True)
+    doc = run_cpu(smoke, "aiter-0.1.20")
+    trap = [c for c in doc["cases"] if c["kind"] == "param-trap"]
+    assert doc["status"] == "pass" and trap and all("refused" in c["reason"] for c in trap)
+
+
+@pytest.mark.usefixtures("few_shapes")
+def test_param_trap_passes_a_fused_impl_that_handles_fp32_params(smoke: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    def mixed_ok(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+        return F.layer_norm(x.float(), (x.shape[-1],), w.float(), b.float(), eps).to(x.dtype)
+
+    register(monkeypatch, smoke, "fused-ok", mixed_ok, fused=True)
+    doc = run_cpu(smoke, "fused-ok")
+    assert doc["status"] == "pass" and any(c["kind"] == "param-trap" for c in doc["cases"])
+
+
+# -------------------------------------------------------------- gates and measurement bookkeeping
+
+
+def gate_case(impl: str, graph_us: float, kernels: float) -> dict[str, Any]:
+    return {
+        "impl": impl,
+        "kind": "k_norm",
+        "dtype": "bfloat16",
+        "param_dtype": "float32" if impl == "torch-upcast" else "bfloat16",
+        "tokens": 8192,
+        "hidden": 128,
+        "layout": "contiguous",
+        "graph_us": graph_us,
+        "kernels_per_call": kernels,
+        "bandwidth_gbs": 500.0,
+    }
+
+
+def test_gates_pass_and_fail_with_the_figures(smoke: ModuleType) -> None:
+    cases = [gate_case("torch-upcast", 22.5, 5), gate_case("aiter-triton", 7.5, 1), gate_case("aiter-ck", 15.0, 2)]
+    smoke.attach_speedups(cases, peak_gbs=5300.0)
+    gates = {g["name"]: g for g in smoke.evaluate_gates(cases, ["aiter-triton", "aiter-ck"], max_kernels=1, min_speedup=2.0)}
+    assert gates["aiter-triton.kernels_per_call"]["passed"] and gates["aiter-triton.speedup_vs_torch_upcast"]["passed"]
+    assert not gates["aiter-ck.kernels_per_call"]["passed"] and "2 kernels/call" in gates["aiter-ck.kernels_per_call"]["detail"]
+    failed_speedup = gates["aiter-ck.speedup_vs_torch_upcast"]
+    assert not failed_speedup["passed"] and "1.5x" in failed_speedup["detail"] and "15.0 us" in failed_speedup["detail"]
+    assert cases[1]["speedup_vs_torch_upcast"] == 3.0 and cases[1]["bandwidth_frac"] == round(500 / 5300, 4)
+
+
+def test_a_gate_without_a_measurement_fails(smoke: ModuleType) -> None:
+    gates = smoke.evaluate_gates([gate_case("torch-upcast", 22.5, 5)], ["aiter-ck"], max_kernels=1, min_speedup=2.0)
+    assert [g["passed"] for g in gates] == [False, False] and all("not measured" in g["detail"] for g in gates)
+
+
+def test_rotating_sets_exceed_l2_twice(smoke: ModuleType) -> None:
+    k_norm = smoke.CaseSpec("k_norm", "bfloat16", "bfloat16", 8192, 128)
+    assert smoke.bytes_per_call(k_norm) == 2 * 8192 * 128 * 2 + 2 * 128 * 2
+    sets = smoke.rotating_sets(k_norm, l2_bytes=50 << 20)
+    assert sets * smoke.bytes_per_call(k_norm) >= 2 * (50 << 20) > (sets - 1) * smoke.bytes_per_call(k_norm)
+    assert (
+        smoke.rotating_sets(smoke.CaseSpec("k_norm", "bfloat16", "bfloat16", 1, 128), l2_bytes=50 << 20)
+        == smoke.MAX_ROTATING_SETS
+    )
+
+
+def test_full_case_list_covers_the_issue_shapes(smoke: ModuleType) -> None:
+    fused = smoke.Impl("x", forgets_bias, fused=True)
+    specs = smoke.case_specs(False, fused)
+    assert {s.tokens for s in specs if s.kind == "k_norm"} == {1, 7, 83, 1024, 8192}
+    assert {s.hidden for s in specs if s.kind == "hidden"} == {512, 1536, 4096, 5120, 5125, 7168, 8192, 16384}
+    assert any(s.layout == "strided" for s in specs)
+    assert {(s.dtype, s.param_dtype) for s in specs if s.kind == "param-trap"} == {("bfloat16", "float32")}
+    assert not any(s.kind == "param-trap" for s in smoke.case_specs(False, smoke.Impl("t", forgets_bias, fused=False)))
+
+
+class FakeKinetoEvent:
+    def __init__(self, kind: str, name: str, start: int, end: int) -> None:
+        self._kind, self._name, self._start, self._end = kind, name, start, end
+
+    def activity_type(self) -> str:
+        return self._kind
+
+    def name(self) -> str:
+        return self._name
+
+    def start_ns(self) -> int:
+        return self._start
+
+    def end_ns(self) -> int:
+        return self._end
+
+
+def test_profiled_graph_replays_give_kernels_time_and_span(smoke: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 16 calls of 2 kernels each: 1000 ns kernels, 300 ns dispatch gaps; runtime and sync activities are not device work
+    events = [FakeKinetoEvent("kernel", f"k{i % 2}", i * 1300, i * 1300 + 1000) for i in range(32)]
+    events += [
+        FakeKinetoEvent("cuda_runtime", "cudaGraphLaunch", 0, 500),
+        FakeKinetoEvent("cuda_sync", "Device Synchronize", 0, 99999),
+    ]
+    fake_prof = SimpleNamespace(profiler=SimpleNamespace(kineto_results=SimpleNamespace(events=lambda: events)))
+
+    @contextlib.contextmanager
+    def fake_profile(**_: Any) -> Iterator[Any]:
+        yield fake_prof
+
+    replays: list[int] = []
+    monkeypatch.setattr(torch.profiler, "profile", fake_profile)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    got = smoke.profile_replays(SimpleNamespace(replay=lambda: replays.append(1)), n_calls=16)
+    assert replays == [1]
+    assert got["kernels_per_call"] == 2 and got["profiler_kernel_us"] == pytest.approx(2.0)
+    assert got["profiler_span_us"] == pytest.approx((31 * 1300 + 1000) / 16 / 1e3) and got["kernel_names"] == ["k0", "k1"]
