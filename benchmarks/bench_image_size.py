@@ -34,7 +34,9 @@ def main(argv: list[str]) -> int:
     )
     print(f"venv (torch, aiter and their dependencies): {venv / 1e9:.2f} GB = {venv / total:.1%} of the image")
     print(f"build caches left ({LEFTOVERS}): {leftover} bytes = {leftover / total:.4%} of the image")
-    print(f"bytecode in the venv: {pyc / 1e6:.1f} MB (PYTHONDONTWRITEBYTECODE=1 in the image; install_aiter.sh drops __pycache__)")
+    print(
+        f"bytecode in the venv: {pyc / 1e6:.1f} MB (PYTHONDONTWRITEBYTECODE=1 in the image; install_aiter.sh drops __pycache__)"
+    )
     return 0 if leftover == 0 else 1
 
 

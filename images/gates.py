@@ -45,7 +45,9 @@ def check_torch(expected: str, rocm: str) -> tuple[list[Failure], dict]:
         failures.append(f"torch is {torch.__version__}, the stack pins {expected}")
     if rocm:
         if not torch.version.hip:
-            failures.append(f"torch {torch.__version__} is not a ROCm build (torch.version.hip is None; cuda={torch.version.cuda})")
+            failures.append(
+                f"torch {torch.__version__} is not a ROCm build (torch.version.hip is None; cuda={torch.version.cuda})"
+            )
         elif not torch.version.hip.startswith(rocm):
             failures.append(f"torch was built for HIP {torch.version.hip}, the stack pins ROCm {rocm}")
     elif torch.version.hip or torch.version.cuda:
@@ -94,8 +96,11 @@ def main() -> int:
         "rocm": rocm or None,
         "python": platform.python_version(),
         "torch": {**torch_info, "pin": env("TORCH_VERSION"), "index": env("TORCH_INDEX_URL")},
-        "aiter": {**aiter_info, "pin": env("AITER_VERSION"),
-                  "kernels": "prebuilt" if env("PREBUILD_KERNELS") == "1" else "jit-at-first-call"},
+        "aiter": {
+            **aiter_info,
+            "pin": env("AITER_VERSION"),
+            "kernels": "prebuilt" if env("PREBUILD_KERNELS") == "1" else "jit-at-first-call",
+        },
         "fixture": env("ROCMCI_FIXTURE") == "1",
         "pip_constraint": env("PIP_CONSTRAINT"),
         "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
