@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The command run on the lent NVIDIA GPU for issue 4 (results: benchmarks/smoke_gpu.md).
+# The command run on the lent NVIDIA GPU for issue 4 (results: benchmarks/RESULTS.md).
 # Needs .whl/amd_aiter-0.1.7.post2.dev18-py3-none-any.whl (pip download, see .library/device/README.md) carried along.
 # Runs the full smoke test cold (empty Triton cache), warm, and --quick cold, then the probe; JSON, logs and a summary
 # go to $OUT (at most 8 files come back from the device).
