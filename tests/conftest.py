@@ -68,13 +68,18 @@ class FixtureWheels:
     bad: Path
 
 
-def _fixture_wheel(out: Path, variant: str, bias_scale: str) -> Path:
+def _fixture_wheel(out: Path, variant: str) -> Path:
+    """The aiter test double as a wheel; the `bad` variant lacks layernorm2d_fwd (what aiter 0.1.12-0.1.14 did)."""
     source = out / f"src-{variant}"
     shutil.copytree(FIXTURE_SOURCE, source)
-    init = source / "aiter" / "__init__.py"
     version = "0.1.20+rocmcifixture" + ("" if variant == "good" else variant)
+    init = source / "aiter" / "__init__.py"
     text = init.read_text().replace("0.1.20+rocmcifixture", version)
-    init.write_text(text.replace("ROCMCI_FIXTURE_BIAS_SCALE = 1.0", f"ROCMCI_FIXTURE_BIAS_SCALE = {bias_scale}"))
+    if variant == "bad":
+        text = text.replace("def layernorm2d_fwd(", "def _layernorm2d_fwd_dropped(").replace(
+            "layer_norm = layernorm2d_fwd", "layer_norm = _layernorm2d_fwd_dropped"
+        )
+    init.write_text(text)
     project = source / "pyproject.toml"
     project.write_text(project.read_text().replace("0.1.20+rocmcifixture", version))
     subprocess.run(
@@ -85,9 +90,9 @@ def _fixture_wheel(out: Path, variant: str, bias_scale: str) -> Path:
 
 @pytest.fixture(scope="session")
 def fixture_wheels(tmp_path_factory) -> FixtureWheels:
-    """TEST FIXTURE wheels of the aiter test double: a correct one and one that drops the bias."""
+    """TEST FIXTURE wheels of the aiter test double: a correct one and one without layernorm2d_fwd."""
     out = tmp_path_factory.mktemp("aiter-double")
-    return FixtureWheels(good=_fixture_wheel(out, "good", "1.0"), bad=_fixture_wheel(out, "bad", "0.0"))
+    return FixtureWheels(good=_fixture_wheel(out, "good"), bad=_fixture_wheel(out, "bad"))
 
 
 FIXTURE_MATRIX = """\

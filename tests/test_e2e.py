@@ -24,13 +24,15 @@ def test_pipeline_publishes_both_and_pull_gets_only_the_pass(engine, built_image
     matrix = write_fixture_matrix(tmp_path / "fixture.yaml", repository, fixture_wheels, ["fixture-good", "fixture-bad"])
     reports = tmp_path / "reports"
     run = _invoke("pipeline", "--gpu", "local", "--file", str(matrix), "--reports", str(reports))
-    assert run.returncode == 1, run.stdout + run.stderr  # the bad fixture fails its smoke test
+    assert run.returncode == 1, run.stdout + run.stderr  # the bad fixture lacks layernorm2d_fwd: its probe fails
     good_id, bad_id = "local-cpu-torch2.13.0-aiter0.1.20_rocmcifixture", "local-cpu-torch2.13.0-aiter0.1.20_rocmcifixturebad"
     for phase in ("skipped", "probing", "smoke", "publish"):
         assert phase in run.stdout, phase
     compat = json.loads((reports / "compat.json").read_text())
     verdicts = {e["entry"]["id"]: e["verdict"] for e in compat["entries"]}
     assert verdicts == {good_id: "pass", bad_id: "fail"}
+    bad_reasons = next(e["reasons"] for e in compat["entries"] if e["entry"]["id"] == bad_id)
+    assert any("aiter.symbol.missing" in reason for reason in bad_reasons), bad_reasons
     assert all(e["fixture"] for e in compat["entries"])
 
     client, name = client_for(repository)
@@ -65,5 +67,6 @@ def test_fixture_stack_can_never_carry_an_amd_target(fixture_wheels, tmp_path):
     matrix.write_text(text.replace("gpu: [local]", "gpu: [local, mi355x]"))
     run = _invoke("matrix", "--file", str(matrix))
     assert run.returncode != 0
-    assert "test fixture" in run.stderr and "can never carry an AMD target" in run.stderr
+    assert "test double" in run.stderr and "expected fixture stacks on cpu targets only" in run.stderr
+    assert "mi355x" in run.stderr
     assert "Traceback" not in run.stderr
