@@ -38,10 +38,10 @@ def base(c, gpu=None, file=None):
         "entry": "one entry id",
         "file": FILE,
         "dest": "wheelhouse directory",
-        "torch_index": "also ask the stack's torch wheel index (needs access to it)",
+        "torch_index": "ask the stack's torch wheel index: auto (when reachable), yes or no",
     }
 )
-def wheelhouse(c, gpu=None, entry=None, file=None, dest=".cache/wheelhouse", torch_index=True):
+def wheelhouse(c, gpu=None, entry=None, file=None, dest=".cache/wheelhouse", torch_index="auto"):
     """Download every wheel the selected entries install, for offline (air-gapped) builds."""
     _call(cli.wheelhouse, file=file, gpu=gpu, entry=entry, dest=dest, torch_index=torch_index)
 
@@ -53,7 +53,8 @@ def wheelhouse(c, gpu=None, entry=None, file=None, dest=".cache/wheelhouse", tor
         "push": "push each built image",
         "registry": REGISTRY,
         "backend": "auto (bake where buildx exists, else sdk), sdk or bake",
-        "print": "print the bake file, build nothing",
+        "print": "print the bake file, build nothing (ROCMCI_FETCH_URL is set at build time when a CA or wheelhouse is served)",
+        "registry_cache": "bake backend: registry cache per target (needs a docker-container buildx builder)",
         "ca_cert": "extra CA bundle for builds: auto (the host's), a path, or none",
         "bake_ca": "keep that CA in the image",
         "wheelhouse": "install from this wheelhouse, offline",
@@ -71,6 +72,7 @@ def build(
     ca_cert="auto",
     bake_ca=False,
     wheelhouse=None,
+    registry_cache=False,
     file=None,
 ):
     """Build the images of a GPU target, skipping those whose content-hashed tag exists."""
@@ -86,6 +88,7 @@ def build(
         ca_cert=ca_cert,
         bake_ca=bake_ca,
         wheelhouse=wheelhouse,
+        registry_cache=registry_cache,
     )
 
 

@@ -561,26 +561,28 @@ def expectations(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def error_document(message: str) -> dict[str, Any]:
+def error_document(message: str, argv: list[str]) -> dict[str, Any]:
+    """The document printed when the check itself could not run; its scope is what the caller asked for."""
     return {
         "schema": SCHEMA,
         "status": "error",
-        "scope": None,
+        "scope": "cpu-only" if "--cpu-only" in argv else "gpu",
         "findings": [{"code": "probe.error", "severity": "error", "message": message}],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
     with stdout_to_stderr() as real_stdout:
         try:
-            args = parse_args(sys.argv[1:] if argv is None else argv)
+            args = parse_args(arguments)
             probe = run_probe(args)
             doc, code = probe.document(expectations(args)), (0 if probe.status() == "pass" else 1)
         except UsageError as exc:
-            doc, code = error_document(f"bad arguments: {exc}"), 2
+            doc, code = error_document(f"bad arguments: {exc}", arguments), 2
         except Exception as exc:  # the probe itself broke: report it as status error
             traceback.print_exc(file=sys.stderr)
-            doc, code = error_document(f"the probe failed: {exception_text(exc)}"), 2
+            doc, code = error_document(f"the probe failed: {exception_text(exc)}", arguments), 2
         with open(real_stdout, "w", closefd=False) as out:
             out.write(json.dumps(doc, indent=2) + "\n")
     return code

@@ -746,11 +746,12 @@ def stdout_to_stderr() -> Iterator[int]:
         os.close(saved)
 
 
-def error_document(message: str) -> dict[str, Any]:
+def error_document(message: str, argv: list[str]) -> dict[str, Any]:
+    """The document printed when the check itself could not run; its scope is what the caller asked for."""
     return {
         "schema": SCHEMA,
         "status": "error",
-        "scope": None,
+        "scope": "cpu-only" if "--cpu-only" in argv else "gpu",
         "error": message,
         "cases": [],
         "gates": [],
@@ -760,17 +761,18 @@ def error_document(message: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
     with stdout_to_stderr() as real_stdout:
         try:
             if torch is None:
                 raise RuntimeError("torch is not importable")
-            doc = run_smoke(parse_args(sys.argv[1:] if argv is None else argv))
+            doc = run_smoke(parse_args(arguments))
             code = 0 if doc["status"] == "pass" else 1
         except UsageError as exc:
-            doc, code = error_document(f"bad arguments: {exc}"), 2
+            doc, code = error_document(f"bad arguments: {exc}", arguments), 2
         except Exception as exc:  # the smoke test itself broke
             traceback.print_exc(file=sys.stderr)
-            doc, code = error_document(f"{type(exc).__name__}: {exc}"), 2
+            doc, code = error_document(f"{type(exc).__name__}: {exc}", arguments), 2
         with open(real_stdout, "w", closefd=False) as out:
             out.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     return code

@@ -35,6 +35,7 @@ BAKE_GROUP = "default"
 CA_ENV_VARS = ("ROCMCI_CA_CERT", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 DEBOOTSTRAP_PACKAGES = "python3,python3-venv,ca-certificates"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+EXTRA_CA_LABEL = "io.rocmci.extra-ca"
 Backend = Literal["auto", "sdk", "bake"]
 Status = Literal["built", "skipped", "failed"]
 
@@ -48,14 +49,20 @@ class BuildOptions:
     bake_ca: bool = False
     wheelhouse: Path | None = None
     log_dir: Path = ROOT / "build" / "logs"
-    fileserver_port: int = 5099
+    fileserver_port: int = int(os.environ.get("ROCMCI_FILESERVER_PORT", "5099"))
     check_registry: bool = True
+    registry_cache: bool = False
     source_url: str = "https://github.com/rocmci/rocmci"
 
     @classmethod
     def resolve(cls, repository: str, *, ca_cert: str | None = "auto", **kwargs: object) -> BuildOptions:
         """`ca_cert='auto'` serves the host's CA bundle to builds when the host names one (TLS-intercepting proxy)."""
-        return cls(repository=repository, ca_cert=_resolve_ca(ca_cert), **kwargs)  # type: ignore[arg-type]
+        options = cls(repository=repository, ca_cert=_resolve_ca(ca_cert), **kwargs)  # type: ignore[arg-type]
+        if options.bake_ca and options.push:
+            raise BuildError("--bake-ca with --push: an image with a private CA baked in is for this host only, never published")
+        if options.bake_ca and not options.ca_cert:
+            raise BuildError("--bake-ca: no CA to bake (give --ca-cert PATH)")
+        return options
 
 
 @dataclass
@@ -64,10 +71,8 @@ class BuildResult:
     image_ref: str
     status: Status
     detail: str = ""
-    image_id: str | None = None
     log: Path | None = None
     seconds: float = 0.0
-    pushed: bool = False
 
 
 def _resolve_ca(ca_cert: str | None) -> Path | None:
@@ -94,7 +99,7 @@ def build_time_labels(entry: Entry, options: BuildOptions, created: str | None =
         "org.opencontainers.image.created": created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "org.opencontainers.image.source": options.source_url,
         "org.opencontainers.image.revision": _git_revision(),
-    }
+    } | ({EXTRA_CA_LABEL: "baked"} if options.bake_ca else {})
 
 
 @functools.cache
@@ -120,10 +125,14 @@ def bake_file(entries: list[Entry], options: BuildOptions, fetch_url: str = "") 
             "tags": [ref],
             "labels": build_time_labels(entry, options),
             "network": "host",
-            "cache-from": [f"type=registry,ref={cache_ref}"],
-            "cache-to": [f"type=registry,ref={cache_ref},mode=max"],
             "output": ["type=registry" if options.push else "type=docker"],
         }
+        if options.registry_cache:
+            # Needs a buildx builder whose driver exports caches (docker-container; the default `docker` driver cannot).
+            targets[_target_name(entry)] |= {
+                "cache-from": [f"type=registry,ref={cache_ref}"],
+                "cache-to": [f"type=registry,ref={cache_ref},mode=max"],
+            }
     return {"group": {BAKE_GROUP: {"targets": list(targets)}}, "target": targets}
 
 
@@ -201,18 +210,12 @@ def file_server(options: BuildOptions, entries: list[Entry]) -> Iterator[FileSer
             for url, path in local.items():
                 os.symlink(path, root / "wheels" / path.name)
                 manifest["wheels"][url] = f"wheels/{path.name}"
-        server = FileServer(root=root, port=options.fileserver_port, manifest=manifest)
         if not manifest:
-            yield server
+            yield FileServer(root=root, port=0, manifest=manifest)
             return
         (root / "manifest.json").write_text(json.dumps(manifest))
-        handler = functools.partial(_QuietHandler, directory=str(root))
-        try:
-            httpd = http.server.ThreadingHTTPServer(("127.0.0.1", options.fileserver_port), handler)
-        except OSError as exc:
-            raise BuildError(
-                f"cannot serve build files on 127.0.0.1:{options.fileserver_port}: {exc.strerror} (set --fileserver-port)"
-            ) from None
+        httpd = _bind(functools.partial(_QuietHandler, directory=str(root)), options.fileserver_port)
+        server = FileServer(root=root, port=httpd.server_address[1], manifest=manifest)
         thread = threading.Thread(target=httpd.serve_forever, daemon=True)
         thread.start()
         try:
@@ -220,6 +223,21 @@ def file_server(options: BuildOptions, entries: list[Entry]) -> Iterator[FileSer
         finally:
             httpd.shutdown()
             httpd.server_close()
+
+
+FILESERVER_PORTS_TRIED = 10
+
+
+def _bind(handler: functools.partial, first_port: int) -> http.server.ThreadingHTTPServer:
+    """The port is part of a build arg, so the same port keeps the layer cache warm: the first free one of a few
+    fixed ports is taken (another build on this host may hold the first)."""
+    for port in range(first_port, first_port + FILESERVER_PORTS_TRIED):
+        try:
+            return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        except OSError:
+            continue
+    last = first_port + FILESERVER_PORTS_TRIED - 1
+    raise BuildError(f"cannot serve build files: ports {first_port}-{last} on 127.0.0.1 are taken (set ROCMCI_FILESERVER_PORT)")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -294,82 +312,110 @@ def sdk_build(entry: Entry, ref: str, args: dict[str, str], labels: dict[str, st
     return image_id
 
 
-def bake_build(entry: Entry, options: BuildOptions, fetch_url: str, log, progress: Progress) -> str:
-    bake = bake_file([entry], options, fetch_url)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(bake, handle)
-    command = ["docker", "buildx", "bake", "--allow", "network.host", "-f", handle.name, _target_name(entry)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    assert process.stdout is not None
-    for text in process.stdout:
-        log.write(text)
-        progress.line(entry.id, "building", text.rstrip())
-    os.unlink(handle.name)
-    if process.wait() != 0:
-        raise BuildError(f"docker buildx bake exited {process.returncode}")
-    if options.push:
-        return ""
-    return docker_client().images.get(entry.image_ref(options.repository)).id
+def bake_build(entry: Entry, options: BuildOptions, fetch_url: str, log, progress: Progress) -> None:
+    """`docker buildx bake` with the generated bake file (BuildKit: what GitHub Actions runners have)."""
+    with tempfile.TemporaryDirectory(prefix="rocmci-bake-") as tmp:
+        bake_path = Path(tmp) / "bake.json"
+        bake_path.write_text(json.dumps(bake_file([entry], options, fetch_url)))
+        command = ["docker", "buildx", "bake", "--allow", "network.host", "-f", str(bake_path), _target_name(entry)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        try:
+            assert process.stdout is not None
+            for text in process.stdout:
+                log.write(text)
+                progress.line(entry.id, "building", text.rstrip())
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            returncode = process.wait()
+    if returncode != 0:
+        raise BuildError(f"docker buildx bake exited {returncode}")
 
 
 # ---------------------------------------------------------------- the build task
 
 
-def _existing(entry: Entry, options: BuildOptions) -> str | None:
-    """Where the exact content-hashed tag already exists, or None."""
-    ref = entry.image_ref(options.repository)
-    try:
-        docker_client().images.get(ref)
-        if not options.push:
-            return "image present in the local engine"
-    except ImageNotFound:
-        pass
-    if options.check_registry:
-        from rocmci.registry import tag_exists
+@dataclass(frozen=True)
+class Existing:
+    """What the engine and the registry already hold of an entry's content-hashed tag."""
 
-        if tag_exists(options.repository, entry.tag):
-            return f"tag present in {options.repository.split('/', 1)[0]}"
-    return None
+    local: bool
+    remote: bool
+    note: str = ""
+
+
+def _existing(entry: Entry, options: BuildOptions) -> Existing:
+    from rocmci.errors import RegistryError
+    from rocmci.registry import tag_exists
+
+    try:
+        image = docker_client().images.get(entry.image_ref(options.repository))
+        # An image with a CA baked in (--bake-ca) stands for its tag only in a --bake-ca build, and the other way round.
+        local = (image.labels.get(EXTRA_CA_LABEL) == "baked") == options.bake_ca
+    except ImageNotFound:
+        local = False
+    if not options.check_registry:
+        return Existing(local, False)
+    try:
+        return Existing(local, tag_exists(options.repository, entry.tag))
+    except RegistryError as exc:
+        if options.push:
+            raise BuildError(f"cannot ask the registry for {entry.tag}: {exc}") from None
+        return Existing(local, False, note=f"registry not asked ({exc})")
 
 
 def _push(ref: str, progress: Progress, entry_id: str) -> None:
     repository, tag = ref.rsplit(":", 1)
     for chunk in docker_client().api.push(repository, tag=tag, stream=True, decode=True):
-        if "error" in chunk:
-            raise BuildError(f"push of {ref} failed: {chunk['error']}")
+        error = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message")
+        if error:
+            raise BuildError(f"push of {ref} failed: {error}")
         if chunk.get("status") == "Pushed":
             progress.line(entry_id, "pushing", f"layer {chunk.get('id', '')} pushed")
 
 
 def build_entry(entry: Entry, options: BuildOptions, server: FileServer, backend: Backend, progress: Progress) -> BuildResult:
+    """One entry: skipped when its tag exists, pushed only when it exists locally, else built (and pushed).
+    Any failure marks this entry failed, untags it and lets the others go on."""
     ref = entry.image_ref(options.repository)
-    reason = _existing(entry, options)
-    if reason:
-        progress.line(entry.id, "skipped", f"{ref} ({reason})")
-        return BuildResult(entry.id, ref, "skipped", reason)
     options.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = options.log_dir / f"{entry.id}.log"
     started = time.monotonic()
-    if entry.stack.base_image.local:
-        ensure_local_base(entry.stack.base_image, progress)
-    args = {**entry.build_args, "ROCMCI_FETCH_URL": server.url, "ROCMCI_BAKE_CA": "1" if options.bake_ca else "0"}
-    progress.line(entry.id, "building", f"{ref} with the {backend} backend (log: {log_path})")
     try:
+        existing = _existing(entry, options)
+        if existing.note:
+            progress.line(entry.id, "warning", existing.note)
+        if existing.remote or (existing.local and not options.push):
+            reason = (
+                f"tag present in {options.repository.split('/', 1)[0]}"
+                if existing.remote
+                else "image present in the local engine"
+            )
+            progress.line(entry.id, "skipped", f"{ref} ({reason})")
+            return BuildResult(entry.id, ref, "skipped", reason)
+        if existing.local:
+            progress.line(entry.id, "pushing", f"{ref} (built earlier, not in the registry yet)")
+            _push(ref, progress, entry.id)
+            return BuildResult(entry.id, ref, "built", "pushed the existing image", log=None, seconds=time.monotonic() - started)
+        if entry.stack.base_image.local:
+            ensure_local_base(entry.stack.base_image, progress)
+        args = {**entry.build_args, "ROCMCI_FETCH_URL": server.url, "ROCMCI_BAKE_CA": "1" if options.bake_ca else "0"}
+        progress.line(entry.id, "building", f"{ref} with the {backend} backend (log: {log_path})")
         with log_path.open("w") as log:
             if backend == "bake":
-                image_id = bake_build(entry, options, server.url, log, progress)
+                bake_build(entry, options, server.url, log, progress)
             else:
-                image_id = sdk_build(entry, ref, args, build_time_labels(entry, options), log, progress)
+                sdk_build(entry, ref, args, build_time_labels(entry, options), log, progress)
         if options.push and backend != "bake":
             progress.line(entry.id, "pushing", ref)
             _push(ref, progress, entry.id)
-    except (BuildError, APIError, DockerBuildError) as exc:
+    except (BuildError, APIError, DockerBuildError, OSError) as exc:
         _untag(ref)
         progress.line(entry.id, "FAILED", f"{exc} (log: {log_path})")
         return BuildResult(entry.id, ref, "failed", str(exc), log=log_path, seconds=time.monotonic() - started)
     seconds = time.monotonic() - started
     progress.line(entry.id, "built", f"{ref} in {seconds:.0f}s")
-    return BuildResult(entry.id, ref, "built", image_id=image_id, log=log_path, seconds=seconds, pushed=options.push)
+    return BuildResult(entry.id, ref, "built", log=log_path, seconds=seconds)
 
 
 def _untag(ref: str) -> None:

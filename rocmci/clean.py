@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rocmci.engine import MANAGED_LABEL
 from rocmci.engine import docker_client as default_client
 
-MANAGED_LABEL = "io.rocmci.managed"
 ENTRY_LABEL = "io.rocmci.entry"
 DEVICES_LABEL = "io.rocmci.devices"
 ROLE_LABEL = "io.rocmci.role"

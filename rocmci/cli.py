@@ -116,8 +116,11 @@ def build_images(
     ca_cert: str | None,
     bake_ca: bool,
     wheelhouse: str | None,
+    registry_cache: bool = False,
 ) -> None:
     plan, entries = _selected(file, gpu, entry)
+    if backend not in ("auto", "sdk", "bake"):
+        raise build.BuildError(f"--backend: expected auto, sdk or bake (got {backend!r})")
     options = build.BuildOptions.resolve(
         repository_for(plan, registry),
         backend=backend,
@@ -125,6 +128,7 @@ def build_images(
         ca_cert=ca_cert,
         bake_ca=bake_ca,
         wheelhouse=Path(wheelhouse) if wheelhouse else None,
+        registry_cache=registry_cache,
     )
     if print_plan:
         print(json.dumps(build.bake_file(entries, options), indent=2))
@@ -165,6 +169,20 @@ def report(file: str | None, gpu: str | None, reports_dir: str) -> None:
     print("verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+def _number(flag: str, text: str | int | float | None, kind: type, minimum: float = 0) -> int | float | None:
+    """A numeric flag, or a one-line error naming it."""
+    if text is None or text == "":
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        what = "a whole number" if kind is int else "a number"
+        raise RocmciError(f"{flag}: expected {what} >= {minimum:g} (got {text!r})")
+    return value
+
+
 def _exit_with(code: int) -> None:
     if code:
         raise TaskFailed(code)
@@ -174,20 +192,21 @@ def _exit_with(code: int) -> None:
 def doctor(file: str | None, gpu: str | None, image: str | None, min_free_gb: str | None, as_json: bool) -> None:
     from rocmci.doctor import doctor_command
 
-    _exit_with(
-        doctor_command(
-            gpu=gpu, image=image, matrix_path=file, min_free_gb=float(min_free_gb) if min_free_gb else None, as_json=as_json
-        )
-    )
+    min_free = _number("--min-free-gb", min_free_gb, float)
+    if min_free is None:
+        min_free = _number("ROCMCI_MIN_FREE_GB", os.environ.get("ROCMCI_MIN_FREE_GB"), float)
+    _exit_with(doctor_command(gpu=gpu, image=image, matrix_path=file, min_free_gb=min_free, as_json=as_json))
 
 
 @reports_errors
 def clean(keep: str | int, stop_timeout: str | None, entry: str | None, dry_run: bool) -> None:
     from rocmci.clean import clean_command
 
-    _exit_with(
-        clean_command(keep=int(keep), stop_timeout=int(stop_timeout) if stop_timeout else None, dry_run=dry_run, entry=entry)
-    )
+    keep_count = _number("--keep", keep, int)
+    timeout = _number("--stop-timeout", stop_timeout, int)
+    if timeout is None:
+        timeout = _number("ROCMCI_STOP_TIMEOUT", os.environ.get("ROCMCI_STOP_TIMEOUT"), int)
+    _exit_with(clean_command(keep=keep_count, stop_timeout=timeout, dry_run=dry_run, entry=entry))
 
 
 @reports_errors

@@ -11,13 +11,18 @@ from docker.errors import DockerException
 from rocmci.errors import EngineUnavailable
 
 MANAGED_LABEL = "io.rocmci.managed"
+# Longer than any check step (rocmci/run.py STEP_TIMEOUT_S): a silent step must end by its own timeout, not the socket's.
+DEFAULT_TIMEOUT_S = 3600
 
 
 @functools.cache
 def docker_client() -> docker.DockerClient:
     """A client for DOCKER_HOST (or the default socket), checked with a ping so failures say how to fix them."""
+    timeout = os.environ.get("ROCMCI_DOCKER_TIMEOUT", str(DEFAULT_TIMEOUT_S))
+    if not timeout.isdigit():
+        raise EngineUnavailable(f"ROCMCI_DOCKER_TIMEOUT: expected a whole number of seconds (got {timeout!r})")
     try:
-        client = docker.from_env(timeout=int(os.environ.get("ROCMCI_DOCKER_TIMEOUT", "600")))
+        client = docker.from_env(timeout=int(timeout))
         client.ping()
     except (DockerException, OSError) as exc:
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")

@@ -101,13 +101,23 @@ PythonVersion = _text(r"3\.[0-9]+", 'a quoted Python version such as "3.12"')
 TorchVersion = _text(r"[0-9]+\.[0-9]+\.[0-9]+", "a full torch release such as 2.13.0")
 IndexUrl = _text(r"(https?|file)://\S+", "a wheel index URL such as https://download.pytorch.org/whl/rocm7.2")
 GitUrl = _text(r"(https://|ssh://|file://|git@)\S+", "a git URL such as https://github.com/ROCm/aiter")
-GitRef = _text(r"[^\s~^:?*\[\\]+", "a git tag, branch or commit such as v0.1.20")
+# A release tag only: the build gate compares the installed amd-aiter version with it, which a branch or a commit
+# cannot give, and `git clone --branch` takes tags and branches, not commits.
+GitRef = _text(
+    r"v?[0-9][A-Za-z0-9_.+-]*",
+    "a release tag of aiter such as v0.1.20 (branches and commits have no version to pin)",
+    lambda ref: _is_pep440(ref.removeprefix("v")),
+)
 PypiVersion = _text(r"\S+", "an amd-aiter version on PyPI (PEP 440) such as 0.1.7.post2.dev18", _is_pep440)
 WheelUrl = _text(
     r"(https?|file)://\S*/[A-Za-z0-9_.]+-[^-/\s]+(-[^-/\s]+)?-[^-/\s]+-[^-/\s]+-[^-/\s]+\.whl",
     "a wheel URL ending in a wheel file name such as .../amd_aiter-0.1.20-cp312-cp312-linux_x86_64.whl",
 )
 Repository = _text(IMAGE_NAME_PATTERN, "an image repository such as 127.0.0.1:5000/rocmci or ghcr.io/org/rocmci")
+RunArg = _text(
+    r"--cap-add=[A-Z_]+|--security-opt=\S+|--ulimit=[a-z]+=-?[0-9]+(:-?[0-9]+)?",
+    "a docker run flag written with '=': --cap-add=SYS_PTRACE, --security-opt=seccomp=unconfined or --ulimit=nofile=65536:65536",
+)
 SchemaVersion = Annotated[int, AfterValidator(_schema_version), Field(description="the schema version 1")]
 
 
@@ -120,7 +130,10 @@ class DevicePolicy(_Model):
     group_add: list[str] = Field(default_factory=list, description="a list of group names such as [video, render]")
     shm_size: ShmSize = "2g"
     network: Literal["none", "host", "bridge"] = "none"
-    extra_run_args: list[str] = Field(default_factory=list, description="a list of extra docker run arguments")
+    extra_run_args: list[RunArg] = Field(
+        default_factory=list,
+        description="a list of extra docker run flags: --cap-add=X, --security-opt=X, --ulimit=name=soft[:hard]",
+    )
 
 
 class Gates(_Model):

@@ -10,7 +10,6 @@ Credentials come from the environment or the Docker config and never appear in m
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
@@ -843,6 +842,7 @@ class PublishItem:
     tag: str
     entry_dir: Path
     validated_image_id: str | None = None
+    problem: str | None = None  # why this entry must not be published (stale or unreadable result)
 
 
 @dataclass(frozen=True)
@@ -873,15 +873,29 @@ def _report_documents(item: PublishItem, digest: str, repository: str) -> tuple[
 
 
 def publish_items(entries: Iterable[Entry], reports_dir: Path, local_repository: str) -> list[PublishItem]:
-    """Items for matrix entries: the image validated (result.json's image.ref/id, else entry.image_ref)."""
+    """Items for matrix entries: the image that was validated (result.json's image.ref/id). An entry whose result
+    is unreadable, or was validated for another tag than the plan's (its inputs changed since), gets a problem
+    and is never pushed: its report would otherwise be attached to an image under a tag it does not describe."""
     items = []
     for entry in entries:
         entry_dir = Path(reports_dir) / entry.id
+        result_path = entry_dir / "result.json"
         image: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            image = json.loads((entry_dir / "result.json").read_text()).get("image") or {}
+        problem = None
+        if result_path.is_file():
+            try:
+                result = json.loads(result_path.read_text())
+                image = result.get("image") or {}
+                validated_tag = (result.get("entry") or {}).get("tag")
+            except (OSError, ValueError, AttributeError) as exc:
+                problem, validated_tag = f"unreadable {result_path}: {exc}", None
+            if problem is None and validated_tag != entry.tag:
+                problem = (
+                    f"stale result: {result_path} is for tag {validated_tag}, the plan's tag is {entry.tag} "
+                    "(its inputs changed since): build and validate it again"
+                )
         local_ref = image.get("ref") or entry.image_ref(local_repository)
-        items.append(PublishItem(entry.id, entry.gpu, local_ref, entry.tag, entry_dir, image.get("id")))
+        items.append(PublishItem(entry.id, entry.gpu, local_ref, entry.tag, entry_dir, image.get("id"), problem))
     return items
 
 
@@ -919,6 +933,10 @@ def _push(engine: docker.DockerClient, client: RegistryClient, item: PublishItem
         image = engine.images.get(item.local_ref)
     except ImageNotFound:
         raise ImageMissing(f"{item.local_ref} is not in the local engine (run invoke build and validate first)") from None
+    if image.labels.get("io.rocmci.extra-ca") == "baked":
+        raise RegistryError(
+            f"{item.local_ref} has a private CA baked in (--bake-ca): it is for its build host only, never published"
+        )
     if item.validated_image_id and image.id != item.validated_image_id:
         raise RegistryError(
             f"{item.local_ref} is {image.id[:19]} but validation ran on {item.validated_image_id[:19]}: validate it again"
@@ -944,6 +962,8 @@ def publish_one(
     documents_for: DocumentsFor,
     log: Log,
 ) -> PublishResult:
+    if item.problem:
+        raise RegistryError(item.problem)
     _, name = split_repository(repository)
     prefix = f"publishing {item.entry_id}:"
     base = {"entry_id": item.entry_id, "gpu": item.gpu, "tag": item.tag, "validated_tag": validated_tag(item.gpu)}
@@ -1159,9 +1179,16 @@ def pull(
         from rocmci.engine import docker_client
 
         engine = docker_client()
-    lines = engine.api.pull(repository, tag=found.digest, stream=True, decode=True, auth_config=_engine_auth())
-    _stream(lines, f"pull of {found.reference}", log, "pull:", client)
-    image = engine.images.get(found.reference)
+    from docker.errors import DockerException
+
+    try:
+        lines = engine.api.pull(repository, tag=found.digest, stream=True, decode=True, auth_config=_engine_auth())
+        _stream(lines, f"pull of {found.reference}", log, "pull:", client)
+        image = engine.images.get(found.reference)
+    except DockerException as exc:
+        raise client.error(
+            f"the engine could not pull {found.reference}: {exc} (is the engine logged in? docker login)"
+        ) from None
     found = replace(found, image_id=image.id, rejected=tuple(n for n in notes if "rejected" in n))
     if lock_file:
         write_lock(found, Path(lock_file))

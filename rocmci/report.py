@@ -199,6 +199,7 @@ class SmokeDoc(_Doc):
     gates: list[Gate] = Field(default_factory=list)
     skipped: list[SkippedItem] = Field(default_factory=list)
     wall_s: float | None = None
+    error: str | None = None
 
 
 # ---------------------------------------------------------------- evidence and verdicts
@@ -356,7 +357,7 @@ def _doc_failures(ev: Evidence) -> tuple[list[str], list[str]]:
         ]
         gates = [f"smoke gate {g.name}: {g.detail or 'failed'}" for g in ev.smoke.gates if not g.passed]
         if ev.smoke.status == "error":
-            errors.extend(cases or ["smoke: status error (the smoke test could not run)"])
+            errors.extend(cases or [f"smoke: {ev.smoke.error or 'status error (the smoke test could not run)'}"])
         elif ev.smoke.status == "fail":
             failures.extend(cases + gates or ["smoke: status fail"])
     return errors, failures

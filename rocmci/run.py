@@ -17,9 +17,10 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from docker.errors import APIError, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import Ulimit
+from requests.exceptions import RequestException
 
 from rocmci.engine import MANAGED_LABEL, docker_client
 from rocmci.errors import RunError
@@ -312,12 +313,13 @@ def validate_entry(entry: Entry, options: RunOptions, progress: Progress) -> Run
                 result.smoke = run_step(
                     container, smoke_command(entry, entry.target), options.step_timeout_s, work / "smoke.json", work / "smoke.log"
                 )
-    except (RunError, APIError) as exc:
-        result.error = str(exc)
+    except (RunError, DockerException, RequestException, OSError) as exc:
+        # The engine went away, a socket timed out, the image could not start: an error result, never a traceback.
+        result.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RunError) else str(exc)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _write_result(work, entry, result, image_ref, image_id, started)
+    _write_result(work, entry, result, image_ref, image_id, started, options.dev_root)
     if final_dir.exists():
         shutil.rmtree(final_dir)
     os.replace(work, final_dir)
@@ -329,12 +331,27 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _write_result(work: Path, entry: Entry, result: RunResult, image_ref: str, image_id: str | None, started: str) -> None:
+def _gpu_seen(probe_json: Path) -> dict:
+    """The GPU the probe saw inside the container (name, gfx, count), for the report's host column."""
+    try:
+        gpu = json.loads(probe_json.read_text()).get("gpu") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {"gpu_name": gpu.get("name"), "gfx": gpu.get("gfx"), "device_count": gpu.get("count")}
+
+
+def _write_result(
+    work: Path, entry: Entry, result: RunResult, image_ref: str, image_id: str | None, started: str, dev_root: Path
+) -> None:
     document = {
         "schema": RESULT_SCHEMA,
         "entry": entry.summary(),
         "image": {"ref": image_ref, "id": image_id, "digest": _image_digest(image_ref) if image_id else None},
-        "host": {"hostname": socket.gethostname(), "gpu_devices": [str(p) for p in render_nodes(Path("/dev"))]},
+        "host": {
+            "hostname": socket.gethostname(),
+            "gpu_devices": [str(p) for p in render_nodes(dev_root)],
+            **_gpu_seen(work / "probe.json"),
+        },
         "started": started,
         "finished": _now(),
         "steps": {name: step.as_json() for name, step in (("probe", result.probe), ("smoke", result.smoke)) if step},

@@ -892,11 +892,20 @@ def test_publish_items_from_the_plan_then_pull(
     (reports / local.id).mkdir(parents=True)
     validated_ref = f"{repo}:validated-{uuid.uuid4().hex[:6]}"
     image_id = build_image(engine, validated_ref, "validated\n")
-    (reports / local.id / "result.json").write_text(json.dumps({"image": {"ref": validated_ref, "id": image_id, "digest": None}}))
+    result = {"entry": {"tag": local.tag}, "image": {"ref": validated_ref, "id": image_id, "digest": None}}
+    (reports / local.id / "result.json").write_text(json.dumps(result))
 
     items = registry.publish_items(plan.select(), reports, plan.repository)
     by_id = {item.entry_id: item for item in items}
     assert by_id[local.id] == registry.PublishItem(local.id, "local", validated_ref, local.tag, reports / local.id, image_id)
+
+    # A result validated under another tag (the inputs changed since) is never published.
+    (reports / local.id / "result.json").write_text(json.dumps({**result, "entry": {"tag": "local-cpu-old-000000000000"}}))
+    [stale] = registry.publish_items(plan.select(gpu="local"), reports, plan.repository)
+    assert stale.problem and "stale result" in stale.problem
+    [refused] = registry.publish([stale], repo, engine=engine, client=client, log=lambda line: None)
+    assert refused.status == "error" and "stale result" in refused.reason and not refused.moved
+    (reports / local.id / "result.json").write_text(json.dumps(result))
     other = next(e for e in plan.entries if e.gpu != "local")
     assert by_id[other.id].local_ref == other.image_ref(plan.repository) and by_id[other.id].validated_image_id is None
 
