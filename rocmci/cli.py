@@ -216,12 +216,19 @@ def publish(file: str | None, gpu: str, entry: str | None, registry: str | None,
     plan, entries = _selected(file, gpu, entry)
     items = oci.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
     results = oci.publish(items, repository_for(plan, registry))
+    _record_digests(Path(reports_dir), results)
     rows = [
         (r.entry_id, r.status, r.verdict or "-", "moved" if r.moved else "not moved", r.reference or r.reason) for r in results
     ]
     print("\n" + table(("entry", "status", "verdict", r"validated tag", "reference"), rows))
     if any(not r.ok for r in results):
         raise TaskFailed(1)
+
+
+def _record_digests(reports: Path, results: list) -> None:
+    for result in results:
+        if result.status == "published" and result.reference:
+            run.record_published_digest(reports / result.entry_id, result.reference.rsplit("@", 1)[1])
 
 
 @reports_errors
@@ -262,12 +269,14 @@ def pipeline(
         else {}
     )
     paths = compat.write_all(reports, [e.summary() for e in entries])
-    compat.append_step_summary(paths.compat_md.read_text())
     judged = {r.id: r for r in paths.report.entries}
     published = {}
     if publish_images and runnable:
         items = oci.publish_items(runnable, reports, local_repository=plan.repository)
         published = {r.entry_id: r for r in oci.publish(items, repository, log=lambda line: progress.line("publish", line))}
+        _record_digests(reports, list(published.values()))
+        paths = compat.write_all(reports, [e.summary() for e in entries])  # again, now with the pushed digests
+    compat.append_step_summary(paths.compat_md.read_text())
     rows = []
     for e in entries:
         pub = published.get(e.id)

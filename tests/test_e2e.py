@@ -41,6 +41,9 @@ def test_pipeline_publishes_both_and_pull_gets_only_the_pass(engine, built_image
     good_digest = client.head_manifest(name, good_tag).digest
     bad_digest = client.head_manifest(name, bad_tag).digest
     assert client.head_manifest(name, validated_tag("local")).digest == good_digest
+    # The reports written after publishing name the exact digests.
+    digests = {e["entry"]["id"]: e["image"]["digest"] for e in json.loads((reports / "compat.json").read_text())["entries"]}
+    assert digests == {good_id: good_digest, bad_id: bad_digest}
 
     # The failing image is published with its report, through the tag-schema fallback this registry needs.
     assert client.tag_exists(name, fallback_tag(bad_digest))
