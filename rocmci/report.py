@@ -1112,6 +1112,18 @@ def _legend(impls: Sequence[str], x: float, y: float, order: Sequence[str]) -> l
     return parts
 
 
+def _svg_frame(width: int, height: int, title: str, yticks: list[tuple[float, str]], left: float, plot_width: float) -> list[str]:
+    """The opening of a plot: the svg element, its title, and a grid line with its label per y tick."""
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{_h(title)}">',
+        f'<text x="8" y="20" class="pt">{_h(title)}</text>',
+    ]
+    for y, label in yticks:
+        out.append(f'<line x1="{left}" x2="{left + plot_width}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tk" text-anchor="end">{_h(label)}</text>')
+    return out
+
+
 def svg_line_plot(
     series: Mapping[str, Sequence[tuple[float, float]]],
     *,
@@ -1140,14 +1152,7 @@ def svg_line_plot(
         return top + ph - v / ymax * ph
 
     order = list(series)
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{_h(title)}">',
-        f'<text x="8" y="20" class="pt">{_h(title)}</text>',
-    ]
-    for t in yticks:
-        y = sy(t)
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tk" text-anchor="end">{_h(_num(t))}</text>')
+    out = _svg_frame(width, height, title, [(sy(t), _num(t)) for t in yticks], left, pw)
     for decade in range(lo, hi + 1):
         x = sx(10.0**decade)
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" class="grid"/>')
@@ -1202,14 +1207,7 @@ def svg_bar_plot(
     def sy(v: float) -> float:
         return top + ph - max(v, 0.0) / ymax * ph
 
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{_h(title)}">',
-        f'<text x="8" y="20" class="pt">{_h(title)}</text>',
-    ]
-    for t in yticks:
-        y = sy(t)
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tk" text-anchor="end">{_h(y_format(t))}</text>')
+    out = _svg_frame(width, height, title, [(sy(t), y_format(t)) for t in yticks], left, pw)
     for i, (label_lines, bars) in enumerate(groups):
         x0 = left + i * slot + (slot - bar * len(bars)) / 2
         for j, (impl, value) in enumerate(bars):
