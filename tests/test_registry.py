@@ -357,8 +357,12 @@ def item_for(engine: docker.DockerClient, repository: str, tag: str, tmp_path: P
 
 
 def documents_by_tag(spec: dict[str, dict[str, Any]]) -> registry.DocumentsFor:
-    def documents_for(item: registry.PublishItem, digest: str, _repository: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        return documents(digest, gpu=item.gpu, entry_id=item.entry_id, **spec[item.tag])
+    """Documents per tag; `when` (the report time) is the publisher's unless the spec names one."""
+
+    def documents_for(
+        item: registry.PublishItem, digest: str, _repository: str, report_time: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return documents(digest, gpu=item.gpu, entry_id=item.entry_id, **({"when": report_time} | spec[item.tag]))
 
     return documents_for
 
@@ -532,14 +536,14 @@ def test_missing_local_image_and_unreachable_registry_fail_only_that_entry(
     (tmp_path / "local-ghost" / "result.json").write_text("{}")
     assert registry.publish([ghost], repo, engine=engine, client=client, log=print)[0].status == "error"
 
-    # The engine's push stream reports the failure (nothing listens on port 9): that entry fails, with the reason.
+    # Nothing listens on port 9: every entry fails with the reason, before anything is pushed.
     dead = f"127.0.0.1:9/{name_of(repo)}"
     item = registry.PublishItem("local-ok", "local", real.local_ref, "local-ok", tmp_path / "local-ok")
     _lines, log = collect()
     (result,) = registry.publish([item], dead, documents_for=documents_by_tag({"local-ok": {}}), engine=engine, log=log)
-    engine.images.remove(f"{dead}:local-ok")
-    assert result.status == "error" and f"push of {dead}:local-ok failed" in result.reason, result
-    assert "connection refused" in result.reason
+    assert result.status == "error" and "registry 127.0.0.1:9: GET http://127.0.0.1:9/v2/ failed" in result.reason, result
+    assert "Connection refused" in result.reason
+    assert not engine.images.list(name=f"{dead}")
 
 
 @pytest.mark.registry
@@ -909,7 +913,9 @@ def test_publish_items_from_the_plan_then_pull(
     other = next(e for e in plan.entries if e.gpu != "local")
     assert by_id[other.id].local_ref == other.image_ref(plan.repository) and by_id[other.id].validated_image_id is None
 
-    def documents_for(item: registry.PublishItem, digest: str, repository: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def documents_for(
+        item: registry.PublishItem, digest: str, repository: str, _report_time: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         assert repository == repo and item.entry_dir == reports / local.id
         return documents(digest, entry_id=item.entry_id, torch="2.13.0", aiter="0.1.7.post2.dev18")
 
