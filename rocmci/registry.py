@@ -1008,11 +1008,11 @@ def move_validated_tag(
 # ---------------------------------------------------------------- which image a manifest is
 
 
-def image_store(engine: docker.DockerClient) -> str:
-    """`containerd` when the engine keeps images in containerd (`docker info` DriverStatus has driver-type
+def image_store(info: Mapping[str, Any]) -> str:
+    """From the engine's `docker info`: `containerd` when it keeps images in containerd (DriverStatus has driver-type
     io.containerd.snapshotter.v1): there the image id is the manifest (or index) digest; else `classic`, where the
     image id is the config digest."""
-    status = engine.info().get("DriverStatus") or []
+    status = info.get("DriverStatus") or []
     containerd = any(
         isinstance(pair, list | tuple)
         and len(pair) == 2
@@ -1305,11 +1305,12 @@ def publish(
     client = client or client_for(repository, insecure)[0]
     documents_for = documents_for or _report_documents
     try:
-        store = image_store(engine)
+        store = image_store(engine.info())
         report_time = format_time(publisher_time(client, log))
-    except RegistryError as exc:
-        log(f"publish: {exc}")
-        return [_failed(item, "error", str(exc)) for item in items]
+    except Exception as exc:  # the engine or the registry cannot serve this publish: every entry fails, none is pushed
+        reason = client.redact(str(exc) if isinstance(exc, RocmciError) else f"{type(exc).__name__}: {exc}")
+        log(f"publish: {reason}")
+        return [_failed(item, "error", reason) for item in items]
     results: dict[int, PublishResult] = {}
     checked: dict[int, Checked] = {}
     for index, item in enumerate(items):
