@@ -29,13 +29,12 @@ from rocmci.errors import RegistryError, RocmciError
 from tests.conftest import ROOT
 from tests.test_registry import (
     build_image,
-    cleanup_repository,
     documents,
     name_of,
     push_image,
     push_with_report,
     remove_local_images,
-    unique_repository,
+    scratch_repository,
 )
 
 # ---------------------------------------------------------------- helpers and fixtures
@@ -43,10 +42,8 @@ from tests.test_registry import (
 
 @pytest.fixture
 def repo(engine: docker.DockerClient, registry: str) -> Iterator[str]:
-    repository = unique_repository(registry)
-    yield repository
-    cleanup_repository(repository)
-    remove_local_images(engine, repository)
+    with scratch_repository(engine, registry) as repository:
+        yield repository
 
 
 @pytest.fixture
