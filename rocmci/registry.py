@@ -1,10 +1,13 @@
 """OCI registry client, publishing images with their compat reports, and pulling only validated images.
 
-Publishing: push the image through the Docker engine, attach its report as an OCI 1.1 artifact whose `subject` is
-the image manifest (referrers API where the registry has it, the `sha256-<hex>` tag-schema index where it does not),
-and only for a passing report move `<gpu>-validated` to the image digest by PUTting the exact manifest bytes.
-Pulling: the newest image (by report time, never by tag order) whose verified report passed on the GPU.
-Credentials come from the environment or the Docker config and never appear in messages.
+Publishing (`publish`): check every item's image, content tag and evidence before pushing any (`check_before_push`),
+push the image through the Docker engine and verify that what landed is the validated image (`_push_verified`),
+attach its report as an OCI 1.1 artifact whose `subject` is the image manifest (referrers API where the registry has
+it, the `sha256-<hex>` tag-schema index where it does not), and only for a passing report move `<gpu>-validated` to
+the image digest by PUTting the exact manifest bytes (`move_validated_tag`).
+Pulling (`find_validated` chooses, `pull` pulls): the newest image (by `report_order`, never by tag order) whose
+verified report passed on the GPU; report times past the registry's clock + CLOCK_TOLERANCE take no part.
+Credentials come from the environment or the Docker config, never from a reference, and never appear in messages.
 """
 
 from __future__ import annotations
