@@ -603,9 +603,9 @@ class RegistryClient:
             page = self.json_object(response, what).get("tags") or []
             if not isinstance(page, list):
                 raise self.error(f"{what}: `tags` is not a list")
-            bad = next((t for t in page if not isinstance(t, str) or not _TAG_RE.fullmatch(t)), "")
-            if bad != "":
-                raise self.error(f"{what} holds {json.dumps(bad)[:80]}, which is not a tag")
+            bad = [t for t in page if not isinstance(t, str) or not _TAG_RE.fullmatch(t)]
+            if bad:
+                raise self.error(f"{what} holds {json.dumps(bad[0])[:80]}, which is not a tag")
             tags.extend(page)
         return tags
 
@@ -955,7 +955,7 @@ def publisher_time(client: RegistryClient, log: Log) -> datetime:
     if abs(skew) > CLOCK_TOLERANCE.total_seconds():
         raise client.error(
             f"this runner's clock ({format_time(now)}) is {skew:+.0f} s from the registry's (Date {format_time(registry_now)}), "
-            f"more than the {_tolerance()} allowed: fix the clock (NTP); nothing was pushed"
+            f"more than the {_tolerance()} allowed: fix the clock (NTP)"
         )
     return now
 
@@ -1311,7 +1311,7 @@ def publish(
         store = image_store(engine.info())
         report_time = format_time(publisher_time(client, log))
     except Exception as exc:  # the engine or the registry cannot serve this publish: every entry fails, none is pushed
-        reason = client.redact(str(exc) if isinstance(exc, RocmciError) else f"{type(exc).__name__}: {exc}")
+        reason = client.redact(str(exc) if isinstance(exc, RocmciError) else f"{type(exc).__name__}: {exc}") + "; nothing pushed"
         log(f"publish: {reason}")
         return [_failed(item, "error", reason) for item in items]
     results: dict[int, PublishResult] = {}
