@@ -122,6 +122,7 @@ def test_retag_during_the_push_never_validates_the_other_image(
     assert client.referrers(name, landed.digest) == []  # and nothing claims it passed
     with pytest.raises(RegistryError, match=r"no image of .* passed on local"):
         reg.pull(repo, "local", engine=engine, client=client, log=lines.append)
+    assert "no image of " in one_line_error(invoke("pull", "--gpu", "local", "--registry", repo))
 
 
 @pytest.mark.registry
