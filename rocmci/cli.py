@@ -48,8 +48,13 @@ def reports_errors(function: Callable[P, R]) -> Callable[P, R]:
 
 def repository_for(plan: Plan, registry: str | None) -> str:
     """`--registry` takes a host (127.0.0.1:5000) or a repository (ghcr.io/org/rocmci)."""
-    if not registry:
+    if registry is None:
         return plan.repository
+    if not registry.strip():
+        raise RocmciError("--registry: empty; give a host or repository, or leave the option out for the matrix's repository")
+    from rocmci.registry import refuse_credentials
+
+    refuse_credentials(registry)
     return registry if "/" in registry else f"{registry}/{plan.repository.rsplit('/', 1)[-1]}"
 
 

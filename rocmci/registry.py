@@ -1,17 +1,23 @@
 """OCI registry client, publishing images with their compat reports, and pulling only validated images.
 
-Publishing: push the image through the Docker engine, attach its report as an OCI 1.1 artifact whose `subject` is
-the image manifest (referrers API where the registry has it, the `sha256-<hex>` tag-schema index where it does not),
-and only for a passing report move `<gpu>-validated` to the image digest by PUTting the exact manifest bytes.
-Pulling: the newest image (by report time, never by tag order) whose verified report passed on the GPU.
-Credentials come from the environment or the Docker config and never appear in messages.
+Publishing (`publish`): check every item's image, content tag and evidence before pushing any (`check_before_push`),
+push the image through the Docker engine and verify that what landed is the validated image (`_push_verified`),
+attach its report as an OCI 1.1 artifact whose `subject` is the image manifest (referrers API where the registry has
+it, the `sha256-<hex>` tag-schema index where it does not), and only for a passing report move `<gpu>-validated` to
+the image digest by PUTting the exact manifest bytes (`move_validated_tag`).
+Pulling (`find_validated` chooses, `pull` pulls): the newest image (by `report_order`, never by tag order) whose
+verified report passed on the GPU; report times past the registry's clock + CLOCK_TOLERANCE take no part.
+Credentials come from the environment or the Docker config, never from a reference, and never appear in messages.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import email.utils
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -21,10 +27,10 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -49,9 +55,15 @@ VERDICTS = ("pass", "fail", "error", "not-run")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 DOCKER_HUB = "registry-1.docker.io"
 USER_ENV, PASSWORD_ENV = "ROCMCI_REGISTRY_USER", "ROCMCI_REGISTRY_PASSWORD"
+TIMEOUT_ENV = "ROCMCI_REGISTRY_TIMEOUT"
 _DIGEST_RE = re.compile(r"^(sha256):([0-9a-f]{64})$|^(sha512):([0-9a-f]{128})$")
-_TIMEOUT = float(os.environ.get("ROCMCI_REGISTRY_TIMEOUT", "60"))
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _RETRIES = 4
+# How far a report time may run ahead of the registry's clock (its Date header): Kerberos' default skew. A report
+# claiming a later time takes no part in choosing the newest report, and a publisher whose clock is further away
+# than this from the registry's is refused.
+CLOCK_TOLERANCE = timedelta(minutes=5)
+_MAX_PAGES = 1000  # of a tag or referrers list: 1000 pages of up to 1000 tags; a registry that never stops is an error
 _TRANSIENT = {429, 500, 502, 503, 504}
 
 Log = Callable[[str], None]
@@ -64,8 +76,33 @@ def _stderr(line: str) -> None:
 # ---------------------------------------------------------------- references and descriptors
 
 
+def registry_timeout() -> float:
+    """Seconds per registry request, from ROCMCI_REGISTRY_TIMEOUT (default 60); read when a registry task runs."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return 60.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise RegistryError(f"{TIMEOUT_ENV}: expected a number of seconds > 0 (got {text!r})")
+    return seconds
+
+
+def refuse_credentials(reference: str) -> None:
+    """A repository reference never carries credentials (`user:password@host/repo`); the message never shows them."""
+    if "@" in reference:
+        after = reference.rsplit("@", 1)[1]
+        raise RegistryError(
+            f"registry reference <credentials>@{after}: credentials do not go in a reference; "
+            f"use the Docker config (docker login {after.split('/', 1)[0]}) or set {USER_ENV}/{PASSWORD_ENV}"
+        )
+
+
 def split_repository(repository: str) -> tuple[str, str]:
     """`127.0.0.1:5000/rocmci` -> (`127.0.0.1:5000`, `rocmci`); Docker Hub names map to registry-1.docker.io."""
+    refuse_credentials(repository)
     first, _, rest = repository.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         host, name = first, rest
@@ -269,12 +306,14 @@ class RegistryClient:
         bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         plain = insecure if insecure is not None else (bare in LOCAL_HOSTS or host in LOCAL_HOSTS)
         self.base = f"{'http' if plain else 'https'}://{host}"
+        self._timeout = registry_timeout()
         self._credentials = credentials if credentials is not None else load_credentials(host)
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "rocmci-registry/1"
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._referrers_api: bool | None = None
+        self._date: tuple[datetime, float] | None = None  # the registry's last Date header, and when we read it
 
     def __repr__(self) -> str:
         source = self._credentials.source if self._credentials else "anonymous"
@@ -299,7 +338,7 @@ class RegistryClient:
         try:
             errors = response.json().get("errors") or []
             detail = "; ".join(f"{e.get('code', '')} {e.get('message', '')}".strip() for e in errors if isinstance(e, dict))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             detail = response.text[:200].strip()
         hint = ""
         if response.status_code in (401, 403):
@@ -322,10 +361,10 @@ class RegistryClient:
         try:
             if creds and creds.identity_token:
                 form = {**query, "grant_type": "refresh_token", "refresh_token": creds.password, "client_id": "rocmci"}
-                response = self._session.post(realm, data=form, timeout=_TIMEOUT)
+                response = self._session.post(realm, data=form, timeout=self._timeout)
             else:
                 auth = (creds.username, creds.password) if creds else None
-                response = self._session.get(realm, params=query, auth=auth, timeout=_TIMEOUT)
+                response = self._session.get(realm, params=query, auth=auth, timeout=self._timeout)
         except requests.RequestException as exc:
             raise self.error(f"token service {realm} unreachable: {type(exc).__name__}") from None
         if response.status_code != 200:
@@ -363,9 +402,35 @@ class RegistryClient:
 
     def _send(self, method: str, url: str, headers: dict[str, str], kwargs: dict[str, Any]) -> requests.Response:
         try:
-            return self._session.request(method, url, headers=headers, timeout=_TIMEOUT, **kwargs)
+            response = self._session.request(method, url, headers=headers, timeout=self._timeout, **kwargs)
         except requests.RequestException as exc:
             raise self.error(f"{method} {url} failed: {type(exc).__name__}: {self.redact(str(exc))[:300]}") from None
+        self._note_date(response)
+        return response
+
+    # ------------------------------------------------ the registry's clock
+
+    def _note_date(self, response: requests.Response) -> None:
+        try:
+            moment = email.utils.parsedate_to_datetime(response.headers.get("Date") or "")
+        except (TypeError, ValueError):
+            return
+        if moment.tzinfo is not None:
+            self._date = (moment.astimezone(UTC), time.monotonic())
+
+    def registry_now(self) -> datetime | None:
+        """The registry's clock now: its last `Date` header (one-second resolution) plus the time since we read it;
+        None when it sends none."""
+        if self._date is None or time.monotonic() - self._date[1] > 30:
+            self._send("GET", f"{self.base}/v2/", {}, {})
+        if self._date is None:
+            return None
+        seen, at = self._date
+        return seen + timedelta(seconds=time.monotonic() - at)
+
+    def time_bound(self) -> datetime:
+        """The latest report time to trust: the registry's clock (this host's when it sends no Date) + CLOCK_TOLERANCE."""
+        return (self.registry_now() or datetime.now(UTC)) + CLOCK_TOLERANCE
 
     def _answer_challenge(self, response: requests.Response, scope: str) -> bool:
         """Get what the 401 asks for; False when we have nothing to answer with (the caller reports the 401)."""
@@ -398,7 +463,11 @@ class RegistryClient:
         if not digest:
             return self.get_manifest(name, reference).descriptor
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        return Descriptor(media_type, digest, int(response.headers.get("Content-Length", "0")))
+        size = response.headers.get("Content-Length", "0")
+        if not size.isdigit():
+            raise self.error(f"HEAD manifest {name}:{reference}: Content-Length {size[:40]!r} is not a size")
+        check_digest(digest)
+        return Descriptor(media_type, digest, int(size))
 
     def tag_exists(self, name: str, tag: str) -> bool:
         return self.head_manifest(name, tag) is not None
@@ -424,7 +493,7 @@ class RegistryClient:
                 raise self.error(f"manifest {name}:{reference} does not match the digest the registry gave ({digest})")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if media_type not in MANIFEST_TYPES:
-            media_type = json.loads(body).get("mediaType") or media_type
+            media_type = str(Manifest(media_type, digest, body).json.get("mediaType") or media_type)
         return Manifest(media_type, digest, body)
 
     def put_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> tuple[str, requests.Response]:
@@ -494,25 +563,50 @@ class RegistryClient:
 
     # ------------------------------------------------ tags and referrers
 
-    def _paged(self, path: str, scope: str, params: dict[str, str]) -> Iterator[requests.Response]:
-        url: str | None = path
-        while url:
+    def json_object(self, response: requests.Response, what: str) -> dict[str, Any]:
+        """The body of a 200 answer as a JSON object, or a RegistryError saying what came instead."""
+        try:
+            body = response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type") or "no Content-Type"
+            raise self.error(f"{what}: HTTP {response.status_code} with a body that is not JSON ({kind})") from None
+        if not isinstance(body, dict):
+            raise self.error(f"{what}: HTTP {response.status_code} with JSON that is not an object")
+        return body
+
+    def _paged(self, path: str, scope: str, params: dict[str, str], what: str) -> Iterator[requests.Response]:
+        """Each page, following `Link: rel="next"` on this registry only, never a page twice, at most _MAX_PAGES."""
+        url, seen = path, set()
+        for _ in range(_MAX_PAGES):
             response = self.request("GET", url, scope=scope, params=params)
             yield response
-            if response.status_code != 200:
+            seen.add(response.url)
+            following = response.links.get("next", {}).get("url") if response.status_code == 200 else None
+            if not following:
                 return
-            following = response.links.get("next", {}).get("url")
-            url, params = (urljoin(self.base + "/", following), {}) if following else (None, {})
+            url, params = urljoin(response.url, following), {}
+            if urlsplit(url).netloc != urlsplit(self.base).netloc:
+                raise self.error(f"{what}: the next page is on another host ({urlsplit(url).netloc}): not followed")
+            if url in seen:
+                raise self.error(f'{what}: Link rel="next" points back at a page already read ({url})')
+        raise self.error(f"{what}: more than {_MAX_PAGES} pages: stopped")
 
     def list_tags(self, name: str, page_size: int = 1000) -> list[str]:
         """All tags (following Link: rel="next" pages); an unknown repository has none."""
         tags: list[str] = []
-        for response in self._paged(f"/v2/{name}/tags/list", f"repository:{name}:pull", {"n": str(page_size)}):
+        what = f"tag list of {name}"
+        for response in self._paged(f"/v2/{name}/tags/list", f"repository:{name}:pull", {"n": str(page_size)}, what):
             if response.status_code == 404:
                 return []
             if response.status_code != 200:
                 raise self._fail(response, f"list tags of {name}")
-            tags.extend(response.json().get("tags") or [])
+            page = self.json_object(response, what).get("tags") or []
+            if not isinstance(page, list):
+                raise self.error(f"{what}: `tags` is not a list")
+            bad = [t for t in page if not isinstance(t, str) or not _TAG_RE.fullmatch(t)]
+            if bad:
+                raise self.error(f"{what} holds {json.dumps(bad[0])[:80]}, which is not a tag")
+            tags.extend(page)
         return tags
 
     def referrers(self, name: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
@@ -528,7 +622,8 @@ class RegistryClient:
     def _referrers_via_api(self, name: str, digest: str, artifact_type: str | None) -> list[Descriptor] | None:
         params = {"artifactType": artifact_type} if artifact_type else {}
         found: list[Descriptor] = []
-        for response in self._paged(f"/v2/{name}/referrers/{digest}", f"repository:{name}:pull", params):
+        what = f"referrers of {name}@{digest}"
+        for response in self._paged(f"/v2/{name}/referrers/{digest}", f"repository:{name}:pull", params, what):
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             if response.status_code in (404, 405) or (response.status_code == 200 and content_type != OCI_INDEX):
                 self._referrers_api = False
@@ -536,7 +631,7 @@ class RegistryClient:
             if response.status_code != 200:
                 raise self._fail(response, f"referrers of {name}@{digest}")
             self._referrers_api = True
-            found.extend(Descriptor.from_json(m) for m in response.json().get("manifests") or [])
+            found.extend(_descriptors(self.json_object(response, what).get("manifests"), what))
         return [d for d in found if artifact_type is None or d.artifact_type == artifact_type]
 
     def fallback_index(self, name: str, digest: str) -> list[Descriptor]:
@@ -546,7 +641,7 @@ class RegistryClient:
         manifest = self.get_manifest(name, tag)
         if manifest.media_type != OCI_INDEX:
             raise self.error(f"{name}:{tag} should be an OCI image index of referrers (it is {manifest.media_type})")
-        return [Descriptor.from_json(m) for m in manifest.json.get("manifests") or []]
+        return _descriptors(manifest.json.get("manifests"), f"{name}:{tag}")
 
     def add_to_fallback_index(self, name: str, subject_digest: str, descriptor: Descriptor, attempts: int = 8) -> None:
         """Read-modify-write the `sha256-<hex>` index; re-read after a settle delay and redo if a racer dropped us."""
@@ -561,6 +656,14 @@ class RegistryClient:
             if any(d.digest == descriptor.digest for d in self.fallback_index(name, subject_digest)):
                 return
         raise self.error(f"could not keep {descriptor.digest} in {name}:{tag}: concurrent writers kept replacing it")
+
+
+def _descriptors(listed: Any, what: str) -> list[Descriptor]:
+    if listed is None:
+        return []
+    if not isinstance(listed, list) or not all(isinstance(m, dict) for m in listed):
+        raise RegistryError(f"{what}: `manifests` is not a list of descriptors")
+    return [Descriptor.from_json(m) for m in listed]
 
 
 def _canonical(document: Mapping[str, Any]) -> bytes:
@@ -747,7 +850,22 @@ def read_report(client: RegistryClient, name: str, subject_digest: str, artifact
     problems = docs.problems(subject_digest)
     if problems:
         raise RegistryError(f"report {short} attached to {subject_digest} rejected: {'; '.join(problems)}")
+    _check_validated_image(client, name, subject_digest, docs, short)
     return AttachedReport(artifact, subject_digest, docs)
+
+
+def _check_validated_image(client: RegistryClient, name: str, subject_digest: str, docs: ReportDocuments, short: str) -> None:
+    """A report that names the image id it validated must sit on that image: the id is the manifest's config
+    digest (classic image store) or the manifest digest itself (containerd image store)."""
+    validated_id = (docs.record.get("image") or {}).get("id")
+    if not validated_id:
+        return
+    subject = client.get_manifest(name, subject_digest)
+    if validated_id not in (subject.digest, config_digest(subject)):
+        raise RegistryError(
+            f"report {short} attached to {subject_digest} rejected: it validated image {str(validated_id)[:19]}, "
+            f"and {subject_digest[:19]} is not that image (config {config_digest(subject)})"
+        )
 
 
 def attached_reports(
@@ -779,10 +897,67 @@ def _passing_on(gpu: str) -> Callable[[Descriptor], str | None]:
     return keep
 
 
-def newest_passing_report(client: RegistryClient, name: str, digest: str, gpu: str) -> AttachedReport | None:
+def newest_passing_report(
+    client: RegistryClient, name: str, digest: str, gpu: str, not_after: datetime | None = None
+) -> AttachedReport | None:
+    """The last passing report on `digest` by report_order, among those claiming no time past `not_after`."""
     reports, _ = attached_reports(client, name, digest, _passing_on(gpu))
-    passing = [r for r in reports if r.verdict == "pass" and r.entry.get("gpu") == gpu]
-    return max(passing, key=lambda r: r.report_time, default=None)
+    passing = [
+        r
+        for r in reports
+        if r.verdict == "pass" and r.entry.get("gpu") == gpu and (not_after is None or r.report_time <= not_after)
+    ]
+    return max(passing, key=report_order, default=None)
+
+
+# ---------------------------------------------------------------- time and order of reports
+
+
+def format_time(moment: datetime) -> str:
+    """A report time as written: UTC, microseconds, `Z` (`2026-12-01T21:40:48.123456Z`)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def report_order(report: AttachedReport) -> tuple[datetime, str, str]:
+    """The one order of passing reports, for publishers and pullers alike: the later report time wins; on equal
+    times (to the microsecond) the larger image digest wins, then the larger report digest (plain string order)."""
+    return (report.report_time, report.subject_digest, report.artifact.digest)
+
+
+def ahead_of_registry(report: AttachedReport, bound: datetime) -> str | None:
+    """Why a report may not take part in ordering: it claims a time past the registry's clock + CLOCK_TOLERANCE."""
+    if report.report_time <= bound:
+        return None
+    return (
+        f"report time {format_time(report.report_time)} is ahead of the registry's clock + {_tolerance()} "
+        f"({format_time(bound)}): not trusted"
+    )
+
+
+def _tolerance() -> str:
+    return f"{int(CLOCK_TOLERANCE.total_seconds())} s"
+
+
+def publisher_time(client: RegistryClient, log: Log) -> datetime:
+    """The report time this publisher may claim: its own clock (microseconds), refused when it is further than
+    CLOCK_TOLERANCE from the registry's (its `Date` header): a runner with a clock in the future would otherwise
+    claim the newest report for good."""
+    now = _utc_now()
+    registry_now = client.registry_now()
+    if registry_now is None:
+        log(f"publish: registry {client.host} sends no Date header: report time from this runner's clock, unchecked")
+        return now
+    skew = (now - registry_now).total_seconds()
+    if abs(skew) > CLOCK_TOLERANCE.total_seconds():
+        raise client.error(
+            f"this runner's clock ({format_time(now)}) is {skew:+.0f} s from the registry's (Date {format_time(registry_now)}), "
+            f"more than the {_tolerance()} allowed: fix the clock (NTP)"
+        )
+    return now
 
 
 # ---------------------------------------------------------------- validated tag
@@ -798,26 +973,30 @@ class TagMove:
 def move_validated_tag(
     client: RegistryClient, name: str, gpu: str, digest: str, report: AttachedReport, attempts: int = 6
 ) -> TagMove:
-    """Point `<gpu>-validated` at `digest` (exact manifest bytes) unless the current one has a newer passing report.
+    """Point `<gpu>-validated` at `digest` (exact manifest bytes) unless the current one has a later passing report
+    (report_order; reports claiming a time past the registry's clock + CLOCK_TOLERANCE do not count).
 
     Racers converge: each re-reads after a settle delay longer than its own read-write window and re-decides.
     """
     tag = validated_tag(gpu)
     if report.verdict != "pass" or report.entry.get("gpu") != gpu or report.subject_digest != digest:
         return TagMove(tag, False, f"report {report.artifact.digest[:19]} is not a pass on {gpu} for {digest[:19]}")
+    bound = client.time_bound()
+    too_late = ahead_of_registry(report, bound)
+    if too_late:
+        return TagMove(tag, False, f"{too_late}: {tag} not moved")
     manifest = client.get_manifest(name, digest)
-    ours = (report.report_time, digest)
     for _ in range(attempts):
         started = time.monotonic()
         current = client.head_manifest(name, tag)
         if current is None or current.digest != digest:
-            theirs = newest_passing_report(client, name, current.digest, gpu) if current else None
-            if current and theirs and (theirs.report_time, current.digest) > ours:
+            theirs = newest_passing_report(client, name, current.digest, gpu, bound) if current else None
+            if current and theirs and report_order(theirs) > report_order(report):
                 return TagMove(
                     tag,
                     False,
-                    f"{tag} stays on {current.digest}: its report ({theirs.report_time.isoformat()}) is newer than ours "
-                    f"({report.report_time.isoformat()})",
+                    f"{tag} stays on {current.digest}: its report ({format_time(theirs.report_time)}) is newer than ours "
+                    f"({format_time(report.report_time)})",
                 )
             client.put_manifest(name, tag, manifest.body, manifest.media_type)
         _settle(time.monotonic() - started)
@@ -827,6 +1006,39 @@ def move_validated_tag(
     return TagMove(
         tag, False, f"{tag} kept changing under concurrent publishers; left it on {after.digest if after else 'nothing'}"
     )
+
+
+# ---------------------------------------------------------------- which image a manifest is
+
+
+def image_store(info: Mapping[str, Any]) -> str:
+    """From the engine's `docker info`: `containerd` when it keeps images in containerd (DriverStatus has driver-type
+    io.containerd.snapshotter.v1): there the image id is the manifest (or index) digest; else `classic`, where the
+    image id is the config digest."""
+    status = info.get("DriverStatus") or []
+    containerd = any(
+        isinstance(pair, list | tuple)
+        and len(pair) == 2
+        and pair[0] == "driver-type"
+        and "containerd.snapshotter" in str(pair[1])
+        for pair in status
+    )
+    return "containerd" if containerd else "classic"
+
+
+def config_digest(manifest: Manifest) -> str | None:
+    if manifest.media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
+        return None
+    config = manifest.json.get("config")
+    return config.get("digest") if isinstance(config, dict) else None
+
+
+def image_mismatch(manifest: Manifest, image_id: str, store: str) -> str | None:
+    """None when `manifest` is the local image `image_id` of an engine with this image store; else what it is."""
+    if store == "containerd":
+        return None if manifest.digest == image_id else f"the manifest is {manifest.digest}, not {image_id}"
+    config = config_digest(manifest)
+    return None if config == image_id else f"its config is {config}, not {image_id}"
 
 
 # ---------------------------------------------------------------- publish
@@ -843,6 +1055,7 @@ class PublishItem:
     entry_dir: Path
     validated_image_id: str | None = None
     problem: str | None = None  # why this entry must not be published (stale or unreadable result)
+    recorded_digest: str | None = None  # the registry digest an earlier publish recorded in result.json
 
 
 @dataclass(frozen=True)
@@ -863,13 +1076,16 @@ class PublishResult:
         return self.status != "error"
 
 
-DocumentsFor = Callable[[PublishItem, str, str], ReportDocuments | tuple[Mapping[str, Any], Mapping[str, Any]]]
+# (item, image digest, repository, report time) -> the compat record and in-toto statement for that image
+DocumentsFor = Callable[[PublishItem, str, str, str], ReportDocuments | tuple[Mapping[str, Any], Mapping[str, Any]]]
 
 
-def _report_documents(item: PublishItem, digest: str, repository: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+def _report_documents(
+    item: PublishItem, digest: str, repository: str, report_time: str
+) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     from rocmci import report  # lazy: report.py depends on run outputs, tests may hand documents in directly
 
-    return report.entry_documents(item.entry_dir, digest, repository)
+    return report.entry_documents(item.entry_dir, digest, repository, report_time=report_time)
 
 
 def publish_items(entries: Iterable[Entry], reports_dir: Path, local_repository: str) -> list[PublishItem]:
@@ -895,7 +1111,9 @@ def publish_items(entries: Iterable[Entry], reports_dir: Path, local_repository:
                     "(its inputs changed since): build and validate it again"
                 )
         local_ref = image.get("ref") or entry.image_ref(local_repository)
-        items.append(PublishItem(entry.id, entry.gpu, local_ref, entry.tag, entry_dir, image.get("id"), problem))
+        items.append(
+            PublishItem(entry.id, entry.gpu, local_ref, entry.tag, entry_dir, image.get("id"), problem, image.get("digest"))
+        )
     return items
 
 
@@ -925,10 +1143,19 @@ def _stream(lines: Iterable[Any], what: str, log: Log, prefix: str, client: Regi
     return digest
 
 
-def _push(engine: docker.DockerClient, client: RegistryClient, item: PublishItem, repository: str, log: Log) -> str:
+@dataclass(frozen=True)
+class Checked:
+    """An item whose local image, content tag and evidence were checked before anything of any item was pushed."""
+
+    item: PublishItem
+    image: Any = field(repr=False)  # docker.models.images.Image, fixed by id
+    image_id: str
+    in_registry: Manifest | None  # the content tag already names this very image: nothing to push
+
+
+def _local_image(engine: docker.DockerClient, item: PublishItem) -> Any:
     from docker.errors import ImageNotFound
 
-    prefix = f"publishing {item.entry_id}:"
     try:
         image = engine.images.get(item.local_ref)
     except ImageNotFound:
@@ -941,40 +1168,101 @@ def _push(engine: docker.DockerClient, client: RegistryClient, item: PublishItem
         raise RegistryError(
             f"{item.local_ref} is {image.id[:19]} but validation ran on {item.validated_image_id[:19]}: validate it again"
         )
-    image.tag(repository, item.tag)
-    log(f"{prefix} pushing {repository}:{item.tag}")
-    lines = engine.api.push(repository, tag=item.tag, stream=True, decode=True, auth_config=_engine_auth())
-    pushed = _stream(lines, f"push of {repository}:{item.tag}", log, prefix, client)
-    _, name = split_repository(repository)
-    on_tag = client.head_manifest(name, item.tag)
-    digest = pushed or (on_tag.digest if on_tag else None)
-    if not digest or not client.head_manifest(name, digest):
-        raise client.error(f"{repository}:{item.tag} is not in the registry after the push")
-    return digest
+    return image
 
 
-def publish_one(
+def _content_tag_in_registry(client: RegistryClient, repository: str, tag: str, image_id: str, store: str) -> Manifest | None:
+    """The content tag's manifest when it already names this image; a content tag naming another image never moves."""
+    name = split_repository(repository)[1]
+    head = client.head_manifest(name, tag)
+    if head is None:
+        return None
+    manifest = client.get_manifest(name, head.digest)
+    why = image_mismatch(manifest, image_id, store)
+    if why:
+        raise RegistryError(
+            f"{repository}:{tag} already names another image ({head.digest[:19]}: {why}): a content tag never moves to "
+            "another digest; nothing pushed (build the same inputs reproducibly, or publish the image that tag names)"
+        )
+    return manifest
+
+
+def check_before_push(
     item: PublishItem,
     repository: str,
     *,
     engine: docker.DockerClient,
     client: RegistryClient,
+    store: str,
+    documents_for: DocumentsFor,
+    report_time: str,
+) -> Checked:
+    """Everything that can refuse an item without pushing: its result, local image, content tag and evidence.
+
+    The evidence is built for the digest the image will have (the content tag's, an earlier publish's, or the image
+    id as a stand-in before the first push); after the push it is built again for the pushed digest."""
+    if item.problem:
+        raise RegistryError(item.problem)
+    image = _local_image(engine, item)
+    in_registry = _content_tag_in_registry(client, repository, item.tag, image.id, store)
+    expected = in_registry.digest if in_registry else (item.recorded_digest or image.id)
+    problems = as_documents(documents_for(item, expected, repository, report_time)).problems(expected)
+    if problems:
+        raise RegistryError(f"the evidence of {item.entry_id} is inconsistent, nothing pushed: {'; '.join(problems)}")
+    return Checked(item, image, image.id, in_registry)
+
+
+def _push_verified(
+    engine: docker.DockerClient, client: RegistryClient, checked: Checked, repository: str, store: str, log: Log
+) -> Manifest:
+    """Push the checked image under its content tag; the manifest that landed, or a refusal when it is not the
+    validated image (the engine pushes whatever the local name means when the push starts: another publisher on
+    this engine may re-tag that name in between, and the Docker API has no push by image id)."""
+    item = checked.item
+    prefix = f"publishing {item.entry_id}:"
+    name = split_repository(repository)[1]
+    checked.image.tag(repository, item.tag)  # from the image id, never from the mutable local name
+    log(f"{prefix} pushing {repository}:{item.tag}")
+    lines = engine.api.push(repository, tag=item.tag, stream=True, decode=True, auth_config=_engine_auth())
+    pushed = _stream(lines, f"push of {repository}:{item.tag}", log, prefix, client)
+    on_tag = None if pushed else client.head_manifest(name, item.tag)
+    digest = pushed or (on_tag.digest if on_tag else None)
+    if not digest or not client.head_manifest(name, digest):
+        raise client.error(f"{repository}:{item.tag} is not in the registry after the push")
+    manifest = client.get_manifest(name, digest)
+    why = image_mismatch(manifest, checked.image_id, store)
+    if why:
+        raise RegistryError(
+            f"refused: the push of {repository}:{item.tag} sent {digest}, which is not the validated image ({why}); "
+            f"was {repository}:{item.tag} re-tagged during the push? no report attached, {validated_tag(item.gpu)} not moved"
+        )
+    return manifest
+
+
+def publish_one(
+    checked: Checked,
+    repository: str,
+    *,
+    engine: docker.DockerClient,
+    client: RegistryClient,
+    store: str,
     documents_for: DocumentsFor,
     log: Log,
 ) -> PublishResult:
-    if item.problem:
-        raise RegistryError(item.problem)
+    """Push (unless the content tag already names the image), verify, attach the report, move the validated tag."""
+    item = checked.item
     _, name = split_repository(repository)
     prefix = f"publishing {item.entry_id}:"
     base = {"entry_id": item.entry_id, "gpu": item.gpu, "tag": item.tag, "validated_tag": validated_tag(item.gpu)}
-    digest = _push(engine, client, item, repository, log)
-    reference = f"{repository}@{digest}"
-    subject = client.head_manifest(name, digest)
-    if subject is None:
-        raise client.error(f"{reference} vanished from the registry right after the push")
-    docs = as_documents(documents_for(item, digest, repository))
+    manifest = checked.in_registry
+    if manifest:
+        log(f"{prefix} {repository}:{item.tag} already is this image ({manifest.digest}): not pushed again")
+    else:
+        manifest = _push_verified(engine, client, checked, repository, store, log)
+    reference = f"{repository}@{manifest.digest}"
+    docs = as_documents(documents_for(item, manifest.digest, repository, format_time(publisher_time(client, log))))
     log(f"{prefix} attaching report ({docs.verdict}) to {reference}")
-    artifact = attach_report(repository, subject, docs, client=client)
+    artifact = attach_report(repository, manifest.descriptor, docs, client=client)
     base |= {"reference": reference, "verdict": docs.verdict, "report_digest": artifact.digest}
     if docs.verdict != "pass" or docs.entry.get("gpu") != item.gpu:
         why = f"verdict {docs.verdict}" if docs.verdict != "pass" else f"report is for {docs.entry.get('gpu')}"
@@ -983,10 +1271,10 @@ def publish_one(
         log(f"{prefix} {reason}")
         return PublishResult(status="published", moved=False, reason=reason, **base)
     log(f"{prefix} moving {validated_tag(item.gpu)}")
-    report = read_report(client, name, digest, artifact)
-    move = move_validated_tag(client, name, item.gpu, digest, report)
+    report = read_report(client, name, manifest.digest, artifact)
+    move = move_validated_tag(client, name, item.gpu, manifest.digest, report)
     if move.moved:
-        _ensure_listed(client, name, digest, artifact)
+        _ensure_listed(client, name, manifest.digest, artifact)
     log(f"{prefix} {move.reason}")
     return PublishResult(status="published", moved=move.moved, reason=move.reason, **base)
 
@@ -1007,31 +1295,62 @@ def publish(
     insecure: bool | None = None,
     log: Log = print,
 ) -> list[PublishResult]:
-    """Push each item by digest, attach its report, and move `<gpu>-validated` for passing reports only.
+    """Check every item (image, content tag, evidence) first, then push each by digest, verify that what landed
+    is the validated image, attach its report, and move `<gpu>-validated` for passing reports only.
 
     One result per item; an error on one entry is recorded and the next entry still runs.
     """
+    split_repository(repository)
     if engine is None:
         from rocmci.engine import docker_client
 
         engine = docker_client()
     client = client or client_for(repository, insecure)[0]
     documents_for = documents_for or _report_documents
-    results = []
-    for item in items:
-        try:
-            result = publish_one(item, repository, engine=engine, client=client, documents_for=documents_for, log=log)
-        except ImageMissing as exc:
-            unvalidated = not (item.entry_dir / "result.json").is_file()
-            result = _failed(item, "skipped" if unvalidated else "error", str(exc))
-        except (RocmciError, OSError, ValueError, KeyError) as exc:
-            result = _failed(item, "error", client.redact(str(exc)))
-        except Exception as exc:  # docker.errors.* and anything the engine raises: one entry fails, not the run
-            result = _failed(item, "error", client.redact(f"{type(exc).__name__}: {exc}"))
-        if result.status != "published":
-            log(f"publishing {item.entry_id}: {result.status}: {result.reason}")
-        results.append(result)
-    return results
+    try:
+        store = image_store(engine.info())
+        report_time = format_time(publisher_time(client, log))
+    except Exception as exc:  # the engine or the registry cannot serve this publish: every entry fails, none is pushed
+        reason = client.redact(str(exc) if isinstance(exc, RocmciError) else f"{type(exc).__name__}: {exc}") + "; nothing pushed"
+        log(f"publish: {reason}")
+        return [_failed(item, "error", reason) for item in items]
+    results: dict[int, PublishResult] = {}
+    checked: dict[int, Checked] = {}
+    for index, item in enumerate(items):
+        outcome = _guarded(
+            item,
+            client,
+            log,
+            lambda item=item: check_before_push(
+                item, repository, engine=engine, client=client, store=store, documents_for=documents_for, report_time=report_time
+            ),
+        )
+        (checked if isinstance(outcome, Checked) else results)[index] = outcome
+    for index, ready in checked.items():
+        results[index] = _guarded(
+            ready.item,
+            client,
+            log,
+            lambda ready=ready: publish_one(
+                ready, repository, engine=engine, client=client, store=store, documents_for=documents_for, log=log
+            ),
+        )
+    return [results[index] for index in range(len(items))]
+
+
+def _guarded(item: PublishItem, client: RegistryClient, log: Log, step: Callable[[], Any]) -> Any:
+    """step()'s value, or the error result of this one entry (logged)."""
+    try:
+        return step()
+    except ImageMissing as exc:
+        unvalidated = not (item.entry_dir / "result.json").is_file()
+        result = _failed(item, "skipped" if unvalidated else "error", str(exc))
+    except (RocmciError, OSError, ValueError, KeyError) as exc:
+        result = _failed(item, "error", client.redact(str(exc)))
+    except Exception as exc:  # docker.errors.* and anything the engine raises: one entry fails, not the run
+        result = _failed(item, "error", client.redact(f"{type(exc).__name__}: {exc}"))
+    log(f"publishing {item.entry_id}: {result.status}: {result.reason}")
+    return result
 
 
 def _failed(item: PublishItem, status: str, message: str) -> PublishResult:
@@ -1109,8 +1428,9 @@ def find_validated(
         head = client.head_manifest(name, tag)
         if head:
             by_digest.setdefault(head.digest, []).append(tag)
-    best: tuple[AttachedReport, str] | None = None
+    best: AttachedReport | None = None
     notes: list[str] = []
+    bound = client.time_bound()
     for digest, tags in by_digest.items():
         where = f"{tags[0]}@{digest[:19]}"
         reports, skipped = attached_reports(client, name, digest, _passing_on(gpu))
@@ -1118,16 +1438,16 @@ def find_validated(
         if not reports and not skipped:
             notes.append(f"{where}: no report attached")
         for report in reports:
-            problem = _candidate_problem(report, gpu, torch, aiter)
+            problem = _candidate_problem(report, gpu, torch, aiter) or ahead_of_registry(report, bound)
             if problem:
                 notes.append(f"{where}: {problem}")
-            elif best is None or (report.report_time, digest) > (best[0].report_time, best[1]):
-                best = (report, digest)
+            elif best is None or report_order(report) > report_order(best):
+                best = report
     if best is None:
         pins = "".join(f", {k} {v}" for k, v in (("torch", torch), ("aiter", aiter)) if v)
         listed = "; ".join(notes) if notes else f"no tags starting with {gpu}-"
         raise RegistryError(f"no image of {repository} passed on {gpu}{pins} ({len(by_digest)} candidates: {listed})")
-    report, digest = best
+    report, digest = best, best.subject_digest
     result = PullResult(
         repository=repository,
         gpu=gpu,
@@ -1136,9 +1456,32 @@ def find_validated(
         tags=tuple(by_digest[digest]),
         entry=dict(report.entry),
         report_digest=report.artifact.digest,
-        report_time=report.report_time.isoformat().replace("+00:00", "Z"),
+        report_time=str(report.documents.record.get("report_time")),
     )
     return result, notes
+
+
+def _lock_temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def check_lock_destination(path: Path) -> None:
+    """Before pulling anything: the lock file can be written there (a trial write of its temporary, removed again)."""
+    if path.is_dir():
+        raise RegistryError(f"--lock {path}: is a directory; give a file name such as {path / 'rocmci.lock.json'}")
+    trial = _lock_temporary(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trial.write_text("")
+        trial.unlink()
+    except OSError as exc:
+        raise RegistryError(f"--lock {path}: cannot write there: {_why_not(exc)}") from None
+
+
+def _why_not(exc: OSError) -> str:
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return "a part of its directory is a file, not a directory"
+    return exc.strerror or str(exc)
 
 
 def write_lock(result: PullResult, path: Path) -> None:
@@ -1150,10 +1493,15 @@ def write_lock(result: PullResult, path: Path) -> None:
         text = yaml.safe_dump(data, sort_keys=False)
     else:
         text = json.dumps(data, indent=2) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    tmp = _lock_temporary(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise RegistryError(f"--lock {path}: cannot write there: {_why_not(exc)}") from None
 
 
 def pull(
@@ -1169,10 +1517,13 @@ def pull(
     log: Log = _stderr,
 ) -> PullResult:
     """Find the newest validated image for `gpu` (and pins), pull it by digest, optionally write a lock file."""
+    split_repository(repository)
+    if lock_file:
+        check_lock_destination(Path(lock_file))
     client = client or client_for(repository, insecure)[0]
     found, notes = find_validated(repository, gpu, torch, aiter, client=client)
     for note in notes:
-        if "rejected" in note:
+        if "rejected" in note or "not trusted" in note:
             log(f"pull: {note}")
     log(f"pull: {found.reference} (tags {', '.join(found.tags)}; report {found.report_time}, {found.entry.get('id')})")
     if engine is None:

@@ -46,14 +46,6 @@ def registry_problem(host: str = LOCAL_REGISTRY) -> str | None:
     return None if response.status_code in (200, 401) else f"HTTP {response.status_code}"
 
 
-def engine_problem() -> str | None:
-    try:
-        docker.from_env(timeout=30).ping()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 def unique_repository(host: str = LOCAL_REGISTRY) -> str:
     return f"{host}/rocmci-test-{uuid.uuid4().hex[:10]}"
 
@@ -307,29 +299,26 @@ def run_concurrently(target: Callable[[int], None], count: int, timeout: float =
 
 
 @pytest.fixture(scope="session")
-def engine() -> docker.DockerClient:
-    problem = engine_problem()
-    if problem:
-        pytest.skip(f"Docker engine not reachable ({problem}); start it with scripts/setup-host")
-    return docker.from_env(timeout=120)
+def local_registry(request: pytest.FixtureRequest) -> str:
+    """conftest's `registry` (a missing one fails in CI); this module's name `registry` is rocmci.registry."""
+    return request.getfixturevalue("registry")
 
 
-@pytest.fixture(scope="session")
-def local_registry() -> str:
-    problem = registry_problem()
-    if problem:
-        pytest.skip(
-            f"registry {LOCAL_REGISTRY} not reachable ({problem}); start it: nohup setsid docker-registry serve scripts/registry.yml &"
-        )
-    return LOCAL_REGISTRY
+@contextmanager
+def scratch_repository(engine: docker.DockerClient, host: str) -> Iterator[str]:
+    """A repository of its own on `host`; its manifests and local images are removed afterwards."""
+    repository = unique_repository(host)
+    try:
+        yield repository
+    finally:
+        cleanup_repository(repository)
+        remove_local_images(engine, repository)
 
 
 @pytest.fixture
 def repo(local_registry: str, engine: docker.DockerClient) -> Iterator[str]:
-    repository = unique_repository(local_registry)
-    yield repository
-    cleanup_repository(repository)
-    remove_local_images(engine, repository)
+    with scratch_repository(engine, local_registry) as repository:
+        yield repository
 
 
 @pytest.fixture
@@ -357,8 +346,12 @@ def item_for(engine: docker.DockerClient, repository: str, tag: str, tmp_path: P
 
 
 def documents_by_tag(spec: dict[str, dict[str, Any]]) -> registry.DocumentsFor:
-    def documents_for(item: registry.PublishItem, digest: str, _repository: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        return documents(digest, gpu=item.gpu, entry_id=item.entry_id, **spec[item.tag])
+    """Documents per tag; `when` (the report time) is the publisher's unless the spec names one."""
+
+    def documents_for(
+        item: registry.PublishItem, digest: str, _repository: str, report_time: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        return documents(digest, gpu=item.gpu, entry_id=item.entry_id, **({"when": report_time} | spec[item.tag]))
 
     return documents_for
 
@@ -532,14 +525,14 @@ def test_missing_local_image_and_unreachable_registry_fail_only_that_entry(
     (tmp_path / "local-ghost" / "result.json").write_text("{}")
     assert registry.publish([ghost], repo, engine=engine, client=client, log=print)[0].status == "error"
 
-    # The engine's push stream reports the failure (nothing listens on port 9): that entry fails, with the reason.
+    # Nothing listens on port 9: every entry fails with the reason, before anything is pushed.
     dead = f"127.0.0.1:9/{name_of(repo)}"
     item = registry.PublishItem("local-ok", "local", real.local_ref, "local-ok", tmp_path / "local-ok")
     _lines, log = collect()
     (result,) = registry.publish([item], dead, documents_for=documents_by_tag({"local-ok": {}}), engine=engine, log=log)
-    engine.images.remove(f"{dead}:local-ok")
-    assert result.status == "error" and f"push of {dead}:local-ok failed" in result.reason, result
-    assert "connection refused" in result.reason
+    assert result.status == "error" and "registry 127.0.0.1:9: GET http://127.0.0.1:9/v2/ failed" in result.reason, result
+    assert "Connection refused" in result.reason
+    assert not engine.images.list(name=f"{dead}")
 
 
 @pytest.mark.registry
@@ -909,7 +902,9 @@ def test_publish_items_from_the_plan_then_pull(
     other = next(e for e in plan.entries if e.gpu != "local")
     assert by_id[other.id].local_ref == other.image_ref(plan.repository) and by_id[other.id].validated_image_id is None
 
-    def documents_for(item: registry.PublishItem, digest: str, repository: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def documents_for(
+        item: registry.PublishItem, digest: str, repository: str, _report_time: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         assert repository == repo and item.entry_dir == reports / local.id
         return documents(digest, entry_id=item.entry_id, torch="2.13.0", aiter="0.1.7.post2.dev18")
 
