@@ -233,11 +233,13 @@ def _record_digests(reports: Path, results: list) -> None:
 
 @reports_errors
 def pull(file: str | None, gpu: str, torch: str | None, aiter: str | None, registry: str | None, lock: str | None) -> None:
-    from rocmci import registry as oci
+    from rocmci.lock import pull_and_lock
 
     plan = load_plan(file)
     plan.select(gpu)
-    result = oci.pull(repository_for(plan, registry), gpu, torch=torch, aiter=aiter, lock_file=lock)
+    result, _lock = pull_and_lock(
+        repository_for(plan, registry), gpu, torch=torch, aiter=aiter, lock_file=Path(lock) if lock else None
+    )
     print(result.reference)
 
 
