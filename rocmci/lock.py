@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,8 +35,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, populate_by_name=True)
 
 
+Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
 class LockedReport(_Strict):
-    digest: str
+    digest: Digest
     artifact_type: str = Field(alias="artifactType")
     report_time: str
     verdict: Literal["pass"]
@@ -48,7 +51,7 @@ class Lock(_Strict):
     repository: str
     gpu: str
     reference: str
-    digest: str
+    digest: Digest
     tags: list[str]
     pins: dict[str, str | None]
     report: LockedReport

@@ -136,3 +136,4 @@ def test_read_lock_errors_are_one_line_each(tmp_path: Path) -> None:
     lines = str(caught.value).splitlines()
     assert lines and all(line.startswith(f"{partial}: ") for line in lines)
     assert any(": repository: Field required" in line for line in lines)
+    assert any(": report: Field required" in line for line in lines)
