@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
-from invoke import Exit, task
+from invoke import Exit, Task
+from invoke import task as invoke_task
 
 from rocmci import cli
+
+# One short flag, one meaning, in every task. invoke would otherwise give each option the first free letter of its
+# name, task by task (-r was --reports in one task and --registry in others); every other option is long only.
+SHORT_FLAGS = {"gpu": "g", "entry": "e", "file": "f", "registry": "r", "json": "j"}
+
+
+class _Task(Task):
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        opts["names"] = [opts["names"][0], *([SHORT_FLAGS[name]] if name in SHORT_FLAGS else [])]
+        return opts
+
+
+task = partial(invoke_task, klass=_Task)
 
 FILE = "matrix file (default: matrix.yaml)"
 GPU = "GPU target: mi300x, mi325x, mi350x, mi355x or local"
@@ -20,10 +37,17 @@ def _call(function: Callable[..., object], **kwargs: object) -> None:
         raise Exit(code=failed.code) from None
 
 
-@task(help={"gpu": GPU, "file": FILE, "json": 'print {"include": [...]} for GitHub Actions\' strategy.matrix'})
-def matrix(c, gpu=None, file=None, json=False):
+@task(
+    help={
+        "gpu": GPU,
+        "file": FILE,
+        "json": 'print {"include": [...]} for GitHub Actions\' strategy.matrix',
+        "gpus": "only these GPU targets (comma or space separated): the ones this repository has runners for",
+    }
+)
+def matrix(c, gpu=None, file=None, json=False, gpus=None):
     """Expand matrix.yaml into entries with deterministic tags and print the plan."""
-    _call(cli.matrix, file=file, gpu=gpu, as_json=json)
+    _call(cli.matrix, file=file, gpu=gpu, as_json=json, gpus=gpus)
 
 
 @task(help={"gpu": GPU, "file": FILE})
@@ -63,7 +87,7 @@ def wheelhouse(c, gpu=None, entry=None, file=None, dest=".cache/wheelhouse", tor
 )
 def build(
     c,
-    gpu,
+    gpu=None,
     entry=None,
     push=False,
     registry=None,
@@ -93,7 +117,7 @@ def build(
 
 
 @task(help={"gpu": GPU, "entry": "one entry id", "registry": REGISTRY, "reports": "results directory", "file": FILE})
-def validate(c, gpu, entry=None, registry=None, reports="reports", file=None):
+def validate(c, gpu=None, entry=None, registry=None, reports="reports", file=None):
     """Run the probe and the LayerNorm smoke test inside each built image, on the target's devices."""
     _call(cli.validate, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports)
 
@@ -132,7 +156,7 @@ def clean(c, keep=2, stop_timeout=None, entry=None, dry_run=False):
 
 
 @task(help={"gpu": GPU, "entry": "one entry id", "registry": REGISTRY, "reports": "results directory", "file": FILE})
-def publish(c, gpu, entry=None, registry=None, reports="reports", file=None):
+def publish(c, gpu=None, entry=None, registry=None, reports="reports", file=None):
     """Push validated images by digest with their reports attached; move <gpu>-validated only for a pass."""
     _call(cli.publish, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports)
 
@@ -147,7 +171,7 @@ def publish(c, gpu, entry=None, registry=None, reports="reports", file=None):
         "file": FILE,
     }
 )
-def pull(c, gpu, torch=None, aiter=None, registry=None, lock=None, file=None):
+def pull(c, gpu=None, torch=None, aiter=None, registry=None, lock=None, file=None):
     """Pull the newest image whose attached report passed on this GPU, by digest."""
     _call(cli.pull, file=file, gpu=gpu, torch=torch, aiter=aiter, registry=registry, lock=lock)
 
@@ -164,7 +188,7 @@ def pull(c, gpu, torch=None, aiter=None, registry=None, lock=None, file=None):
         "file": FILE,
     }
 )
-def pipeline(c, gpu, entry=None, registry=None, wheelhouse=None, ca_cert="auto", reports="reports", publish=True, file=None):
+def pipeline(c, gpu=None, entry=None, registry=None, wheelhouse=None, ca_cert="auto", reports="reports", publish=True, file=None):
     """The main job for a GPU target: build, validate, report, publish; ends with a summary table."""
     _call(
         cli.pipeline,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -63,13 +64,43 @@ def _selected(file: str | None, gpu: str | None, entry: str | None) -> tuple[Pla
     return plan, plan.select(gpu, entry)
 
 
+def _for_gpu(file: str | None, gpu: str | None, entry: str | None) -> tuple[Plan, list[Entry]]:
+    """_selected for the tasks that work on one GPU target: without --gpu, one line naming the choices."""
+    from rocmci.errors import MatrixError, Problem
+
+    plan = load_plan(file)
+    if not gpu:
+        known = ", ".join(plan.matrix.targets)
+        raise MatrixError([Problem(str(plan.source), None, "--gpu", f"required: the GPU target to work on, one of {known}")])
+    return plan, plan.select(gpu, entry)
+
+
 def _progress(entries: list[Entry]) -> Progress:
     return Progress(width=max((len(e.id) for e in entries), default=0))
 
 
+def _declared(plan: Plan, gpu: str | None, gpus: str | None, entries: list[Entry]) -> list[Entry]:
+    """Only the entries of GPU targets a repository has runners for (`--gpus "mi355x local"`, comma or space separated)."""
+    if gpus is None:
+        return entries
+    from rocmci.errors import MatrixError, Problem
+
+    names = [name for name in re.split(r"[\s,]+", gpus) if name]
+    unknown = [name for name in names if name not in plan.matrix.targets]
+    if unknown or not names:
+        known = ", ".join(plan.matrix.targets)
+        got = ", ".join(unknown) if unknown else "none"
+        raise MatrixError([Problem(str(plan.source), None, "--gpus", f"expected GPU targets of the matrix ({known}), got {got}")])
+    if gpu is not None and gpu not in names:
+        message = f"target {gpu} is not among the declared GPU targets ({', '.join(names)}): no runner would take its jobs"
+        raise MatrixError([Problem(str(plan.source), None, "--gpu", message)])
+    return [e for e in entries if e.gpu in names]
+
+
 @reports_errors
-def matrix(file: str | None, gpu: str | None, as_json: bool) -> None:
+def matrix(file: str | None, gpu: str | None, as_json: bool, gpus: str | None = None) -> None:
     plan, entries = _selected(file, gpu, None)
+    entries = _declared(plan, gpu, gpus, entries)
     if as_json:
         print(json.dumps(github_matrix(entries), separators=(",", ":")))
         return
@@ -112,7 +143,7 @@ def wheelhouse(file: str | None, gpu: str | None, entry: str | None, dest: str, 
 @reports_errors
 def build_images(
     file: str | None,
-    gpu: str,
+    gpu: str | None,
     entry: str | None,
     push: bool,
     registry: str | None,
@@ -123,7 +154,7 @@ def build_images(
     wheelhouse: str | None,
     registry_cache: bool = False,
 ) -> None:
-    plan, entries = _selected(file, gpu, entry)
+    plan, entries = _for_gpu(file, gpu, entry)
     if backend not in ("auto", "sdk", "bake"):
         raise build.BuildError(f"--backend: expected auto, sdk or bake (got {backend!r})")
     options = build.BuildOptions.resolve(
@@ -148,8 +179,8 @@ def build_images(
 
 
 @reports_errors
-def validate(file: str | None, gpu: str, entry: str | None, registry: str | None, reports_dir: str) -> None:
-    plan, entries = _selected(file, gpu, entry)
+def validate(file: str | None, gpu: str | None, entry: str | None, registry: str | None, reports_dir: str) -> None:
+    plan, entries = _for_gpu(file, gpu, entry)
     options = run.RunOptions(repository=repository_for(plan, registry), reports_dir=Path(reports_dir))
     results = run.validate_entries(plan, entries, options, _progress(entries))
     print("\n" + run.summary(results))
@@ -215,10 +246,10 @@ def clean(keep: str | int, stop_timeout: str | None, entry: str | None, dry_run:
 
 
 @reports_errors
-def publish(file: str | None, gpu: str, entry: str | None, registry: str | None, reports_dir: str) -> None:
+def publish(file: str | None, gpu: str | None, entry: str | None, registry: str | None, reports_dir: str) -> None:
     from rocmci import registry as oci
 
-    plan, entries = _selected(file, gpu, entry)
+    plan, entries = _for_gpu(file, gpu, entry)
     items = oci.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
     results = oci.publish(items, repository_for(plan, registry))
     _record_digests(Path(reports_dir), results)
@@ -237,19 +268,20 @@ def _record_digests(reports: Path, results: list) -> None:
 
 
 @reports_errors
-def pull(file: str | None, gpu: str, torch: str | None, aiter: str | None, registry: str | None, lock: str | None) -> None:
-    from rocmci import registry as oci
+def pull(file: str | None, gpu: str | None, torch: str | None, aiter: str | None, registry: str | None, lock: str | None) -> None:
+    from rocmci.lock import pull_and_lock
 
-    plan = load_plan(file)
-    plan.select(gpu)
-    result = oci.pull(repository_for(plan, registry), gpu, torch=torch, aiter=aiter, lock_file=lock)
+    plan, _entries = _for_gpu(file, gpu, None)
+    result, _lock = pull_and_lock(
+        repository_for(plan, registry), gpu, torch=torch, aiter=aiter, lock_file=Path(lock) if lock else None
+    )
     print(result.reference)
 
 
 @reports_errors
 def pipeline(
     file: str | None,
-    gpu: str,
+    gpu: str | None,
     entry: str | None,
     registry: str | None,
     wheelhouse: str | None,
@@ -261,7 +293,7 @@ def pipeline(
     from rocmci import registry as oci
     from rocmci import report as compat
 
-    plan, entries = _selected(file, gpu, entry)
+    plan, entries = _for_gpu(file, gpu, entry)
     repository = repository_for(plan, registry)
     progress = _progress(entries)
     options = build.BuildOptions.resolve(plan.repository, ca_cert=ca_cert, wheelhouse=Path(wheelhouse) if wheelhouse else None)
