@@ -9,6 +9,7 @@ the same GPU. Writer and reader share the `Lock` model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,25 +85,64 @@ def lock_for(result: PullResult, client: RegistryClient) -> Lock:
 
 
 def pull_and_lock(
-    repository: str, gpu: str, torch: str | None = None, aiter: str | None = None, lock_file: Path | None = None
+    repository: str,
+    gpu: str,
+    torch: str | None = None,
+    aiter: str | None = None,
+    lock_file: Path | None = None,
+    **pull_options: Any,
 ) -> tuple[PullResult, Lock | None]:
-    """registry.pull, then (with `lock_file`) the lock of what it pulled, written to that file."""
-    result = registry.pull(repository, gpu, torch=torch, aiter=aiter)
+    """registry.pull, then (with `lock_file`) the lock of what it pulled, written to that file.
+
+    The destination is checked before anything is chosen or pulled, so a bad `--lock` costs no pull."""
+    if lock_file is not None:
+        check_lock_destination(lock_file)
+    result = registry.pull(repository, gpu, torch=torch, aiter=aiter, **pull_options)
     if lock_file is None:
         return result, None
-    locked = lock_for(result, registry.client_for(repository)[0])
+    client = pull_options.get("client") or registry.client_for(repository)[0]
+    locked = lock_for(result, client)
     write_lock(locked, lock_file)
+    pull_options.get("log", registry._stderr)(f"pull: lock written to {lock_file}")
     return result, locked
+
+
+def _lock_temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _why_not(exc: OSError) -> str:
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return "a part of its directory is a file, not a directory"
+    return exc.strerror or str(exc)
+
+
+def check_lock_destination(path: Path) -> None:
+    """Before pulling anything: the lock file can be written there (a trial write of its temporary, removed again)."""
+    if path.is_dir():
+        raise LockError(f"--lock {path}: is a directory; give a file name such as {path / 'rocmci.lock.json'}")
+    trial = _lock_temporary(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trial.write_text("")
+        trial.unlink()
+    except OSError as exc:
+        raise LockError(f"--lock {path}: cannot write there: {_why_not(exc)}") from None
 
 
 def write_lock(lock: Lock, path: Path) -> None:
     """JSON (YAML when the file ends in .yaml/.yml), written whole or not at all."""
     data = lock.model_dump(by_alias=True)
     text = yaml.safe_dump(data, sort_keys=False) if path.suffix in {".yaml", ".yml"} else json.dumps(data, indent=2) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    tmp = _lock_temporary(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise LockError(f"--lock {path}: cannot write there: {_why_not(exc)}") from None
 
 
 def _first_error(exc: ValidationError) -> str:
