@@ -387,7 +387,7 @@ def validate_entry(entry: Entry, options: RunOptions, progress: Progress) -> Run
     try:
         _run_checks(entry, options, progress, result, work, cleanup)
         result.phase = "writing the result"
-        _write_result(work, entry, result, options.dev_root)
+        write_result(work, entry, result, options.dev_root)
         _discard(final_dir)
         os.replace(work, final_dir)
     except KeyboardInterrupt as interrupt:
@@ -459,7 +459,7 @@ def _gpu_seen(probe_json: Path) -> dict:
     }
 
 
-def _write_result(work: Path, entry: Entry, result: RunResult, dev_root: Path) -> None:
+def write_result(work: Path, entry: Entry, result: RunResult, dev_root: Path) -> None:
     document = {
         "schema": RESULT_SCHEMA,
         "entry": entry.summary(),
