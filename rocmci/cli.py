@@ -199,10 +199,13 @@ def doctor(file: str | None, gpu: str | None, image: str | None, min_free_gb: st
 
 
 @reports_errors
-def clean(keep: str | int, stop_timeout: str | None, entry: str | None, dry_run: bool) -> None:
-    from rocmci.clean import clean_command
+def clean(keep: str | int | None, stop_timeout: str | None, entry: str | None, dry_run: bool) -> None:
+    from rocmci.clean import DEFAULT_KEEP, clean_command
 
+    # tasks.py passes the flag as text (an int default would make invoke convert it, with a traceback on `abc`)
     keep_count = _number("--keep", keep, int)
+    if keep_count is None:
+        keep_count = DEFAULT_KEEP
     timeout = _number("--stop-timeout", stop_timeout, int)
     if timeout is None:
         timeout = _number("ROCMCI_STOP_TIMEOUT", os.environ.get("ROCMCI_STOP_TIMEOUT"), int)

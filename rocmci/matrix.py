@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ PYTORCH_INDEX_HOST = "https://download.pytorch.org/whl/"
 MAX_ID_LENGTH = 128 - 13
 # Aliases can make a small file expand into an enormous tree ("billion laughs"); stop well before that hurts.
 MAX_YAML_NODES = 250_000
+MAX_MATRIX_BYTES = 4 << 20  # a matrix of every GPU and stack is a few KiB
 MAX_YAML_DEPTH = 32
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -1107,10 +1109,17 @@ def expand(matrix: Matrix, lines: _LineIndex, source: str, context: BuildContext
 
 
 def _read_text(source: Path) -> str:
+    """Only a regular file, and only up to MAX_MATRIX_BYTES: /dev/zero would be read until memory runs out, a FIFO
+    would wait for a writer forever."""
     try:
-        data = source.read_bytes()
+        if not stat.S_ISREG(source.stat().st_mode):
+            raise MatrixError([Problem(str(source), None, "", "not a regular file: give the path of a YAML matrix file")])
+        with source.open("rb") as handle:
+            data = handle.read(MAX_MATRIX_BYTES + 1)
     except OSError as exc:
         raise MatrixError([Problem(str(source), None, "", f"cannot read the matrix file: {exc.strerror}")]) from None
+    if len(data) > MAX_MATRIX_BYTES:
+        raise MatrixError([Problem(str(source), None, "", f"larger than {MAX_MATRIX_BYTES} bytes: not a matrix file")])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -267,3 +267,56 @@ def test_a_second_ctrl_c_does_not_leave_the_container(second_engine, local_entry
     assert not second_engine.validate_containers(), "the check container must be removed before the process ends"
     assert not reports.exists() or not list(reports.iterdir()), "neither the older pass nor a temporary directory may stay"
     assert verdict_for(reports / local_entry.id, local_entry.summary()).verdict == "not-run"
+
+
+# ---------------------------------------------------------------- bad inputs (issue 9 item 5): one line, non-zero exit
+
+
+def _invoke(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    command = [sys.executable, "-m", "invoke", *args]
+    return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _one_line_error(run: subprocess.CompletedProcess[str], message: str) -> None:
+    assert run.returncode == 2, (run.stdout, run.stderr)
+    assert "Traceback" not in run.stderr and run.stderr.strip().splitlines() == [message], run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("clean", "--keep", "abc", "--dry-run"), {}, "--keep: expected a whole number >= 0 (got 'abc')"),
+        (("clean", "--keep", "1.5", "--dry-run"), {}, "--keep: expected a whole number >= 0 (got '1.5')"),
+        (
+            ("build", "--gpu", "local", "--print"),
+            {"ROCMCI_FILESERVER_PORT": "abc"},
+            "ROCMCI_FILESERVER_PORT: expected a TCP port 1-65535 (got 'abc')",
+        ),
+        (("matrix", "--file", "/dev/zero"), {}, "/dev/zero: not a regular file: give the path of a YAML matrix file"),
+    ],
+    ids=["keep-abc", "keep-1.5", "fileserver-port", "dev-zero"],
+)
+def test_bad_values_give_one_line(args: tuple[str, ...], env: dict[str, str], message: str) -> None:
+    _one_line_error(_invoke(*args, env=env), message)
+
+
+def test_a_bad_fileserver_port_breaks_no_other_task() -> None:
+    run = _invoke("matrix", "--gpu", "local", env={"ROCMCI_FILESERVER_PORT": "abc"})
+    assert run.returncode == 0 and "local-cpu-torch" in run.stdout, run.stderr
+
+
+def test_a_fifo_as_matrix_file_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "matrix.yaml"
+    os.mkfifo(fifo)
+    _one_line_error(
+        _invoke("matrix", "--file", str(fifo), timeout=30), f"{fifo}: not a regular file: give the path of a YAML matrix file"
+    )
+
+
+def test_an_oversized_matrix_file_is_refused(tmp_path: Path) -> None:
+    from rocmci.matrix import MAX_MATRIX_BYTES
+
+    big = tmp_path / "matrix.yaml"
+    big.write_bytes(b"# padding\n" * (MAX_MATRIX_BYTES // 10 + 1))
+    _one_line_error(_invoke("matrix", "--file", str(big)), f"{big}: larger than {MAX_MATRIX_BYTES} bytes: not a matrix file")
