@@ -66,7 +66,7 @@ def _progress(entries: list[Entry]) -> Progress:
 def matrix(file: str | None, gpu: str | None, as_json: bool) -> None:
     plan, entries = _selected(file, gpu, None)
     if as_json:
-        print(json.dumps(github_matrix(entries), separators=(",", ":")))
+        print(json.dumps(github_matrix(entries), separators=(",", ":"), allow_nan=False))
         return
     rows = [
         (
@@ -131,7 +131,7 @@ def build_images(
         registry_cache=registry_cache,
     )
     if print_plan:
-        print(json.dumps(build.bake_file(entries, options), indent=2))
+        print(json.dumps(build.bake_file(entries, options), indent=2, allow_nan=False))
         return
     results = build.build_entries(plan, entries, options, _progress(entries))
     print("\n" + build.summary(results))
