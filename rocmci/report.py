@@ -13,6 +13,7 @@ import math
 import os
 import re
 import signal
+import stat
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -269,7 +270,10 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
     """Strict JSON only: NaN/Infinity (and numbers that overflow to them), nesting that blows the stack and documents no
     check writes at this size are problems of the document, never a crash of the report."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        size = info.st_size
+        if not stat.S_ISREG(info.st_mode):
+            return None, f"{path.name} is not a regular file"
         if size > MAX_DOCUMENT_BYTES:
             return None, f"{path.name} is {size} bytes, more than the {MAX_DOCUMENT_BYTES} a rocmci document may have"
         return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant, parse_float=_finite), None

@@ -392,11 +392,12 @@ def validate_entry(entry: Entry, options: RunOptions, progress: Progress) -> Run
         os.replace(work, final_dir)
     except KeyboardInterrupt as interrupt:
         shutil.rmtree(work, ignore_errors=True)
-        how = interrupt.args[0] if interrupt.args else "SIGINT"
+        name = interrupt.args[0] if interrupt.args else "SIGINT"
+        how = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM (a cancelled job)"}.get(name, name)
         container = cleanup.problem or ("the check container was removed" if cleanup.container_id else "no container had started")
         raise Interrupted(
-            f"{entry.id}: validation interrupted ({how}, Ctrl-C or a cancelled job) while {result.phase}; {container}; "
-            "no result was written and the previous one was removed, so the entry reads not-run"
+            f"{entry.id}: validation interrupted by {how} while {result.phase}; {container}; "
+            "no result was written (any earlier one was removed first, so the entry reads not-run)"
         ) from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

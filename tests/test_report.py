@@ -872,3 +872,11 @@ def test_an_oversized_document_is_not_read(real: tuple[Path, dict[str, Any]], mo
     monkeypatch.setattr(rp, "MAX_DOCUMENT_BYTES", 1000)
     verdict = verdict_for(entry_dir, entry)
     assert verdict.verdict == "error" and any("more than the 1000 a rocmci document may have" in r for r in verdict.reasons)
+
+
+def test_a_fifo_as_document_is_an_error_without_waiting(real: tuple[Path, dict[str, Any]]) -> None:
+    entry_dir, entry = real
+    (entry_dir / "smoke.json").unlink()
+    os.mkfifo(entry_dir / "smoke.json")
+    verdict = verdict_for(entry_dir, entry)
+    assert verdict.verdict == "error" and "smoke: smoke.json is not a regular file (the step exited 0)" in verdict.reasons
