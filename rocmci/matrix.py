@@ -1035,6 +1035,16 @@ def content_hash(build_args: dict[str, str], context_digest: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+# Image label -> Entry.summary() field: validate records these labels and the report checks them against the entry.
+PIN_LABELS = {
+    "io.rocmci.entry": "id",
+    "io.rocmci.content-hash": "content_hash",
+    "io.rocmci.torch": "torch",
+    "io.rocmci.aiter": "aiter",
+    "io.rocmci.gfx": "gfx",
+}
+
+
 def labels_for(entry_id_: str, gpu: str, target: Target, stack: Stack, digest: str) -> dict[str, str]:
     """Labels that follow from the pins alone; build time labels (created, revision) are added by build.py."""
     return {

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rocmci import __version__
 from rocmci.errors import RocmciError
+from rocmci.matrix import PIN_LABELS
 
 RESULT_SCHEMA = "rocmci.result/v1"
 PROBE_SCHEMA = "rocmci.probe/v1"
@@ -48,15 +49,6 @@ K_NORM_IMPLS = ("aiter-ck", "aiter-triton")
 VerdictName = Literal["pass", "fail", "error", "not-run"]
 Scope = Literal["gpu", "cpu-only"]
 VERDICT_ORDER: tuple[VerdictName, ...] = ("pass", "fail", "error", "not-run")
-
-# Image label -> entry field: result.json records these labels (rocmci/run.py) and they must match the plan's entry.
-IMAGE_PIN_LABELS = {
-    "io.rocmci.entry": "id",
-    "io.rocmci.content-hash": "content_hash",
-    "io.rocmci.torch": "torch",
-    "io.rocmci.aiter": "aiter",
-    "io.rocmci.gfx": "gfx",
-}
 
 _ENTRY_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
@@ -472,7 +464,7 @@ def _pin_failures(ev: Evidence) -> list[str]:
         if key in expect and expect[key] != entry.get(key):
             reasons.append(f"probe.json was run expecting {key} {expect[key]!r} but the entry pins {entry.get(key)!r}")
     labels = ev.result.image.labels if ev.result is not None else {}
-    for label, key in IMAGE_PIN_LABELS.items():
+    for label, key in PIN_LABELS.items():
         pinned = "" if entry.get(key) is None else str(entry.get(key))
         if label in labels and labels[label] != pinned:
             reasons.append(f"the image validated is labelled {label}={labels[label]!r} but the entry has {key} {pinned!r}")

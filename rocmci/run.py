@@ -27,15 +27,13 @@ from requests.exceptions import RequestException
 
 from rocmci.engine import MANAGED_LABEL, docker_client
 from rocmci.errors import RunError
-from rocmci.matrix import ROOT, Entry, Plan, Target
+from rocmci.matrix import PIN_LABELS, ROOT, Entry, Plan, Target
 from rocmci.progress import Progress, table
 
 CHECKS_DIR = "/opt/rocmci/checks"
 RESULT_SCHEMA = "rocmci.result/v1"
 STOP_TIMEOUT_S = 10
 REMOVE_WAIT_S = 30
-# Image labels result.json records, so the report can check the image against the entry's pins.
-IMAGE_PIN_LABELS = ("io.rocmci.entry", "io.rocmci.content-hash", "io.rocmci.torch", "io.rocmci.aiter", "io.rocmci.gfx")
 
 
 @dataclass(frozen=True)
@@ -353,7 +351,7 @@ def _image_facts(image: Image, image_ref: str) -> dict[str, Any]:
     return {
         "id": image.id,
         "digest": digests[0] if digests else None,
-        "labels": {k: v for k, v in sorted(labels.items()) if k in IMAGE_PIN_LABELS and isinstance(v, str)},
+        "labels": {k: v for k, v in sorted(labels.items()) if k in PIN_LABELS and isinstance(v, str)},
     }
 
 

@@ -670,13 +670,13 @@ def test_index_html_renders_in_headless_chromium(reports: Path, plan: list[dict[
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    from rocmci.matrix import load_plan
-    from rocmci.run import IMAGE_PIN_LABELS, RunResult, StepOutcome, probe_command, smoke_command, write_result
+    from rocmci.matrix import PIN_LABELS, load_plan
+    from rocmci.run import RunResult, StepOutcome, probe_command, smoke_command, write_result
 
     entry = load_plan().select("local")[0]
     work = tmp_path_factory.mktemp("real") / entry.id
     work.mkdir()
-    labels = {k: v for k, v in entry.labels.items() if k in IMAGE_PIN_LABELS}
+    labels = {k: v for k, v in entry.labels.items() if k in PIN_LABELS}
     result = RunResult(entry.id, entry.image_ref("127.0.0.1:5000/rocmci"), work, image={"id": None, "labels": labels})
     for name, command in (("probe", probe_command(entry)), ("smoke", smoke_command(entry, entry.target))):
         on_host = [sys.executable, "-P", str(ROOT / "checks" / Path(command[2]).name), *command[3:]]
