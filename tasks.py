@@ -144,13 +144,13 @@ def doctor(c, gpu=None, image=None, min_free_gb=None, json=False, file=None):
 
 @task(
     help={
-        "keep": "images to keep per entry",
+        "keep": "images to keep per entry (default 2)",
         "stop_timeout": "seconds before a stop becomes a kill",
         "entry": "only this entry's containers and images",
         "dry_run": "say what would go, touch nothing",
     }
 )
-def clean(c, keep=2, stop_timeout=None, entry=None, dry_run=False):
+def clean(c, keep=None, stop_timeout=None, entry=None, dry_run=False):
     """Stop rocmci's GPU containers and prune its old images (label-scoped: nothing it did not create)."""
     _call(cli.clean, keep=keep, stop_timeout=stop_timeout, entry=entry, dry_run=dry_run)
 

@@ -102,7 +102,7 @@ def matrix(file: str | None, gpu: str | None, as_json: bool, gpus: str | None = 
     plan, entries = _selected(file, gpu, None)
     entries = _declared(plan, gpu, gpus, entries)
     if as_json:
-        print(json.dumps(github_matrix(entries), separators=(",", ":")))
+        print(json.dumps(github_matrix(entries), separators=(",", ":"), allow_nan=False))
         return
     rows = [
         (
@@ -167,7 +167,7 @@ def build_images(
         registry_cache=registry_cache,
     )
     if print_plan:
-        print(json.dumps(build.bake_file(entries, options), indent=2))
+        print(json.dumps(build.bake_file(entries, options), indent=2, allow_nan=False))
         return
     results = build.build_entries(plan, entries, options, _progress(entries))
     print("\n" + build.summary(results))
@@ -235,10 +235,13 @@ def doctor(file: str | None, gpu: str | None, image: str | None, min_free_gb: st
 
 
 @reports_errors
-def clean(keep: str | int, stop_timeout: str | None, entry: str | None, dry_run: bool) -> None:
-    from rocmci.clean import clean_command
+def clean(keep: str | int | None, stop_timeout: str | None, entry: str | None, dry_run: bool) -> None:
+    from rocmci.clean import DEFAULT_KEEP, clean_command
 
+    # tasks.py passes the flag as text (an int default would make invoke convert it, with a traceback on `abc`)
     keep_count = _number("--keep", keep, int)
+    if keep_count is None:
+        keep_count = DEFAULT_KEEP
     timeout = _number("--stop-timeout", stop_timeout, int)
     if timeout is None:
         timeout = _number("ROCMCI_STOP_TIMEOUT", os.environ.get("ROCMCI_STOP_TIMEOUT"), int)

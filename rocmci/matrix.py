@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ PYTORCH_INDEX_HOST: str = _TORCH_WHEELS["index_prefix"]
 MAX_ID_LENGTH = 128 - 13
 # Aliases can make a small file expand into an enormous tree ("billion laughs"); stop well before that hurts.
 MAX_YAML_NODES = 250_000
+MAX_MATRIX_BYTES = 4 << 20  # a matrix of every GPU and stack is a few KiB
 MAX_YAML_DEPTH = 32
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -1074,6 +1076,16 @@ def content_hash(build_args: dict[str, str], context_digest: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+# Image label -> Entry.summary() field: validate records these labels and the report checks them against the entry.
+PIN_LABELS = {
+    "io.rocmci.entry": "id",
+    "io.rocmci.content-hash": "content_hash",
+    "io.rocmci.torch": "torch",
+    "io.rocmci.aiter": "aiter",
+    "io.rocmci.gfx": "gfx",
+}
+
+
 def labels_for(entry_id_: str, gpu: str, target: Target, stack: Stack, digest: str) -> dict[str, str]:
     """Labels that follow from the pins alone; build time labels (created, revision) are added by build.py."""
     return {
@@ -1148,10 +1160,17 @@ def expand(matrix: Matrix, lines: _LineIndex, source: str, context: BuildContext
 
 
 def _read_text(source: Path) -> str:
+    """Only a regular file, and only up to MAX_MATRIX_BYTES: /dev/zero would be read until memory runs out, a FIFO
+    would wait for a writer forever."""
     try:
-        data = source.read_bytes()
+        if not stat.S_ISREG(source.stat().st_mode):
+            raise MatrixError([Problem(str(source), None, "", "not a regular file: give the path of a YAML matrix file")])
+        with source.open("rb") as handle:
+            data = handle.read(MAX_MATRIX_BYTES + 1)
     except OSError as exc:
         raise MatrixError([Problem(str(source), None, "", f"cannot read the matrix file: {exc.strerror}")]) from None
+    if len(data) > MAX_MATRIX_BYTES:
+        raise MatrixError([Problem(str(source), None, "", f"larger than {MAX_MATRIX_BYTES} bytes: not a matrix file")])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
