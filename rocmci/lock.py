@@ -133,7 +133,11 @@ def check_lock_destination(path: Path) -> None:
 def write_lock(lock: Lock, path: Path) -> None:
     """JSON (YAML when the file ends in .yaml/.yml), written whole or not at all."""
     data = lock.model_dump(by_alias=True)
-    text = yaml.safe_dump(data, sort_keys=False) if path.suffix in {".yaml", ".yml"} else json.dumps(data, indent=2) + "\n"
+    text = (
+        yaml.safe_dump(data, sort_keys=False)
+        if path.suffix in {".yaml", ".yml"}
+        else json.dumps(data, indent=2, allow_nan=False) + "\n"
+    )
     tmp = _lock_temporary(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -666,7 +666,11 @@ def _descriptors(listed: Any, what: str) -> list[Descriptor]:
 
 
 def _canonical(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
+    """Strict JSON only: a non-finite figure never reaches a published document (standard parsers reject NaN)."""
+    try:
+        return json.dumps(document, indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
+    except ValueError as exc:
+        raise RegistryError(f"refusing to publish a document with a non-finite number: {exc}") from None
 
 
 def _settle(window: float) -> None:
