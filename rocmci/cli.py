@@ -210,19 +210,41 @@ def clean(keep: str | int, stop_timeout: str | None, entry: str | None, dry_run:
 
 
 @reports_errors
-def publish(file: str | None, gpu: str, entry: str | None, registry: str | None, reports_dir: str) -> None:
+def publish(
+    file: str | None,
+    gpu: str,
+    entry: str | None,
+    registry: str | None,
+    reports_dir: str,
+    sign: bool = False,
+    key: str | None = None,
+) -> None:
     from rocmci import registry as oci
 
     plan, entries = _selected(file, gpu, entry)
+    hooks = _publish_hooks(plan, sign, key)
     items = oci.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
-    results = oci.publish(items, repository_for(plan, registry))
+    results = oci.publish(items, repository_for(plan, registry), hooks=hooks)
     _record_digests(Path(reports_dir), results)
     rows = [
         (r.entry_id, r.status, r.verdict or "-", "moved" if r.moved else "not moved", r.reference or r.reason) for r in results
     ]
     print("\n" + table(("entry", "status", "verdict", r"validated tag", "reference"), rows))
+    for r in results:
+        if r.reason and r.reason.startswith("regression"):
+            print(f"{r.entry_id}: {r.reason}")
     if any(not r.ok for r in results):
         raise TaskFailed(1)
+
+
+def _publish_hooks(plan: Plan, sign: bool, key: str | None):
+    """The regression gate always; cosign signing with --sign (a key, else keyless through the CI's OIDC identity)."""
+    from rocmci.attest import AttestError, PublishHooks, Signer
+    from rocmci.history import RegressionGate
+
+    if key and not sign:
+        raise AttestError("--key: only with --sign")
+    return PublishHooks(signer=Signer(key) if sign else None, gate=RegressionGate.from_plan(plan))
 
 
 def _record_digests(reports: Path, results: list) -> None:
@@ -232,13 +254,62 @@ def _record_digests(reports: Path, results: list) -> None:
 
 
 @reports_errors
-def pull(file: str | None, gpu: str, torch: str | None, aiter: str | None, registry: str | None, lock: str | None) -> None:
+def pull(
+    file: str | None,
+    gpu: str,
+    torch: str | None,
+    aiter: str | None,
+    registry: str | None,
+    lock: str | None,
+    verify: bool = False,
+    key: str | None = None,
+    identity: str | None = None,
+    issuer: str | None = None,
+) -> None:
     from rocmci import registry as oci
 
     plan = load_plan(file)
     plan.select(gpu)
-    result = oci.pull(repository_for(plan, registry), gpu, torch=torch, aiter=aiter, lock_file=lock)
+    repository = repository_for(plan, registry)
+    verifier = None
+    if verify or key or identity or issuer:
+        from rocmci.attest import AttestError, Identity, PullVerifier
+
+        if not verify:
+            raise AttestError("--key/--identity/--issuer: only with --verify")
+        verifier = PullVerifier(repository, gpu, Identity(key, identity, issuer))
+    result = oci.pull(repository, gpu, torch=torch, aiter=aiter, lock_file=lock, verifier=verifier)
+    if result.attestation:
+        print(f"verified: {result.attestation['predicateType']} {result.attestation['digest']}", file=sys.stderr)
     print(result.reference)
+
+
+@reports_errors
+def history(file: str | None, gpu: str, registry: str | None, reports_dir: str, as_json: bool = False) -> None:
+    from rocmci import history as hist
+
+    plan = load_plan(file)
+    plan.select(gpu)
+    found = hist.collect(repository_for(plan, registry), gpu, log=lambda line: print(line, file=sys.stderr))
+    path = hist.write(found, Path(reports_dir))
+    if as_json:
+        print(json.dumps(found.model_dump(by_alias=True), indent=2))
+        return
+    print("\n" + table(hist.TABLE_HEADERS, hist.table_rows(found)))
+    print(f"\n{len(found.rows)} reports on {gpu}; {path} (invoke report adds its plot to index.html)")
+
+
+@reports_errors
+def policy(file: str | None, gpu: str, output: str | None) -> None:
+    from rocmci.attest import admission_policy, predicate_type
+
+    load_plan(file).select(gpu)
+    text = admission_policy(gpu)
+    if output:
+        Path(output).write_text(text)
+        print(f"{output}: cosign verify-attestation --type {predicate_type(gpu, 'pass')} --policy {output} ...", file=sys.stderr)
+    else:
+        print(text, end="")
 
 
 @reports_errors

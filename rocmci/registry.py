@@ -33,6 +33,7 @@ from rocmci.errors import RegistryError, RocmciError
 if TYPE_CHECKING:
     import docker
 
+    from rocmci.attest import PublishHooks, PullVerifier
     from rocmci.matrix import Entry
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -857,6 +858,7 @@ class PublishResult:
     validated_tag: str | None = None
     moved: bool = False
     reason: str = ""
+    attestation: str | None = None  # the predicate type signed (publish --sign)
 
     @property
     def ok(self) -> bool:
@@ -961,6 +963,7 @@ def publish_one(
     client: RegistryClient,
     documents_for: DocumentsFor,
     log: Log,
+    hooks: PublishHooks | None = None,
 ) -> PublishResult:
     if item.problem:
         raise RegistryError(item.problem)
@@ -973,15 +976,23 @@ def publish_one(
     if subject is None:
         raise client.error(f"{reference} vanished from the registry right after the push")
     docs = as_documents(documents_for(item, digest, repository))
+    blocked = None
+    if hooks:  # rocmci.history's regression gate: the comparison goes into the record (issue 14)
+        docs, blocked = hooks.before_attach(client, name, item.gpu, digest, docs, log)
     log(f"{prefix} attaching report ({docs.verdict}) to {reference}")
     artifact = attach_report(repository, subject, docs, client=client)
     base |= {"reference": reference, "verdict": docs.verdict, "report_digest": artifact.digest}
+    if hooks:  # rocmci.attest: the record as a signed in-toto attestation, before any tag moves (issue 14)
+        base["attestation"] = hooks.after_attach(reference, docs, log)
     if docs.verdict != "pass" or docs.entry.get("gpu") != item.gpu:
         why = f"verdict {docs.verdict}" if docs.verdict != "pass" else f"report is for {docs.entry.get('gpu')}"
         reasons = "; ".join(str(r) for r in docs.record.get("reasons") or [])[:300]
         reason = f"{why}{': ' + reasons if reasons else ''}: {validated_tag(item.gpu)} not moved"
         log(f"{prefix} {reason}")
         return PublishResult(status="published", moved=False, reason=reason, **base)
+    if blocked:
+        log(f"{prefix} {blocked}")
+        return PublishResult(status="published", moved=False, reason=blocked, **base)
     log(f"{prefix} moving {validated_tag(item.gpu)}")
     report = read_report(client, name, digest, artifact)
     move = move_validated_tag(client, name, item.gpu, digest, report)
@@ -1006,6 +1017,7 @@ def publish(
     client: RegistryClient | None = None,
     insecure: bool | None = None,
     log: Log = print,
+    hooks: PublishHooks | None = None,
 ) -> list[PublishResult]:
     """Push each item by digest, attach its report, and move `<gpu>-validated` for passing reports only.
 
@@ -1020,7 +1032,9 @@ def publish(
     results = []
     for item in items:
         try:
-            result = publish_one(item, repository, engine=engine, client=client, documents_for=documents_for, log=log)
+            result = publish_one(
+                item, repository, engine=engine, client=client, documents_for=documents_for, log=log, hooks=hooks
+            )
         except ImageMissing as exc:
             unvalidated = not (item.entry_dir / "result.json").is_file()
             result = _failed(item, "skipped" if unvalidated else "error", str(exc))
@@ -1053,6 +1067,7 @@ class PullResult:
     report_time: str
     image_id: str | None = None
     rejected: tuple[str, ...] = ()
+    attestation: Mapping[str, Any] | None = None  # the verified signed attestation (pull --verify)
 
     def lock(self) -> dict[str, Any]:
         pins = {
@@ -1072,7 +1087,7 @@ class PullResult:
                 "report_time": self.report_time,
                 "verdict": "pass",
             },
-        }
+        } | ({"attestation": dict(self.attestation)} if self.attestation else {})
 
 
 def _pin_matches(have: Any, want: str | None) -> bool:
@@ -1101,6 +1116,7 @@ def find_validated(
     *,
     client: RegistryClient | None = None,
     insecure: bool | None = None,
+    accept: Callable[[str, Mapping[str, Any]], str | None] | None = None,
 ) -> tuple[PullResult, list[str]]:
     """The newest (by report time) image of `gpu` whose verified report passed and matches the pins; no pull."""
     client, name = (client, split_repository(repository)[1]) if client else client_for(repository, insecure)
@@ -1119,6 +1135,8 @@ def find_validated(
             notes.append(f"{where}: no report attached")
         for report in reports:
             problem = _candidate_problem(report, gpu, torch, aiter)
+            if problem is None and accept is not None:  # rocmci.attest.PullVerifier: only signed reports (issue 14)
+                problem = accept(digest, report.documents.record)
             if problem:
                 notes.append(f"{where}: {problem}")
             elif best is None or (report.report_time, digest) > (best[0].report_time, best[1]):
@@ -1167,10 +1185,13 @@ def pull(
     client: RegistryClient | None = None,
     insecure: bool | None = None,
     log: Log = _stderr,
+    verifier: PullVerifier | None = None,
 ) -> PullResult:
     """Find the newest validated image for `gpu` (and pins), pull it by digest, optionally write a lock file."""
     client = client or client_for(repository, insecure)[0]
-    found, notes = find_validated(repository, gpu, torch, aiter, client=client)
+    found, notes = find_validated(repository, gpu, torch, aiter, client=client, accept=verifier)
+    if verifier:
+        found = replace(found, attestation=verifier.lock_entry(found.digest))
     for note in notes:
         if "rejected" in note:
             log(f"pull: {note}")

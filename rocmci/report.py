@@ -1543,7 +1543,7 @@ def _entry_card(item: EntryReport) -> str:
     return "".join(parts)
 
 
-def render_html(report: CompatReport) -> str:
+def render_html(report: CompatReport, extra_sections: Sequence[str] = ()) -> str:
     counts = report.counts()
     pills = "".join(f'<span class="v-{name}">{n} {name}</span>' for name, n in counts.items() if n)
     ran = [i for i in report.entries if i.verdict.verdict != "not-run"]
@@ -1572,6 +1572,7 @@ def render_html(report: CompatReport) -> str:
     if not_run:
         items = "".join(f'<li id="{_slug(i.id)}"><b>{_h(i.id)}</b>: {_h("; ".join(i.verdict.reasons))}</li>' for i in not_run)
         body.append(f'<h2>Not run ({len(not_run)})</h2><ul class="reasons">{items}</ul>')
+    body.extend(extra_sections)  # rocmci.history's plots (issue 14)
     body.append(
         "<footer>Self-contained page: no scripts, no external resources. Verdicts come from rocmci.report.verdict_for over "
         "reports/&lt;entry&gt;/result.json, probe.json and smoke.json; compat.json holds the same data.</footer></main>"
@@ -1614,6 +1615,12 @@ def _json_text(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
+def _history_sections(reports_dir: Path) -> list[str]:
+    from rocmci.history import html_sections
+
+    return html_sections(reports_dir)
+
+
 def write_all(reports_dir: Path, entries: list[dict[str, Any]], generated_at: str | None = None) -> ReportPaths:
     """Write compat.json, compat.md, junit.xml, index.html and <id>/intoto.json under reports_dir.
 
@@ -1626,7 +1633,7 @@ def write_all(reports_dir: Path, entries: list[dict[str, Any]], generated_at: st
     documents = {
         reports_dir / "compat.md": render_markdown(report),
         reports_dir / "junit.xml": render_junit(report),
-        reports_dir / "index.html": render_html(report),
+        reports_dir / "index.html": render_html(report, _history_sections(reports_dir)),
     }
     intoto: dict[str, Path] = {}
     for item in report.entries:
