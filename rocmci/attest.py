@@ -136,30 +136,27 @@ class Identity:
 # ---------------------------------------------------------------- running cosign
 
 
-def _registry_env(reference: str, env: Mapping[str, str]) -> tuple[dict[str, str], list[str], tempfile.TemporaryDirectory | None]:
+def _registry_env(reference: str, env: Mapping[str, str]) -> tuple[dict[str, str], tempfile.TemporaryDirectory | None]:
     """cosign reads the Docker config; rocmci's ROCMCI_REGISTRY_USER/PASSWORD go to it as a private, temporary one."""
     from rocmci import registry as oci
 
-    host = oci.split_repository(reference.split("@", 1)[0])[0]
     out = dict(env)
-    flags = []
-    if host.rsplit(":", 1)[0] not in oci.LOCAL_HOSTS and os.environ.get("ROCMCI_REGISTRY_INSECURE") == "1":
-        flags = ["--allow-http-registry", "--allow-insecure-registry"]
     user, password = env.get(oci.USER_ENV), env.get(oci.PASSWORD_ENV)
     if not (user and password):
-        return out, flags, None
+        return out, None
+    host = oci.split_repository(reference.split("@", 1)[0])[0]
     holder = tempfile.TemporaryDirectory(prefix="rocmci-cosign-")
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     config = Path(holder.name) / "config.json"
     config.touch(mode=0o600)
     config.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
     out["DOCKER_CONFIG"] = holder.name
-    return out, flags, holder
+    return out, holder
 
 
 def run_cosign(args: Sequence[str], reference: str) -> subprocess.CompletedProcess[str]:
-    env, flags, holder = _registry_env(reference, os.environ)
-    command = [cosign_binary(), args[0], *flags, *args[1:]]
+    env, holder = _registry_env(reference, os.environ)
+    command = [cosign_binary(), *args]
     try:
         return subprocess.run(command, capture_output=True, text=True, env=env, timeout=_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:

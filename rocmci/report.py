@@ -651,6 +651,7 @@ class CompatReport:
     generated_at: str
     rocmci_version: str
     entries: list[EntryReport]
+    history_html: list[str] = field(default_factory=list)  # from `invoke history` (rocmci.history.html_sections)
 
     def counts(self) -> dict[str, int]:
         counts = {name: 0 for name in VERDICT_ORDER}
@@ -1543,7 +1544,7 @@ def _entry_card(item: EntryReport) -> str:
     return "".join(parts)
 
 
-def render_html(report: CompatReport, extra_sections: Sequence[str] = ()) -> str:
+def render_html(report: CompatReport) -> str:
     counts = report.counts()
     pills = "".join(f'<span class="v-{name}">{n} {name}</span>' for name, n in counts.items() if n)
     ran = [i for i in report.entries if i.verdict.verdict != "not-run"]
@@ -1572,7 +1573,7 @@ def render_html(report: CompatReport, extra_sections: Sequence[str] = ()) -> str
     if not_run:
         items = "".join(f'<li id="{_slug(i.id)}"><b>{_h(i.id)}</b>: {_h("; ".join(i.verdict.reasons))}</li>' for i in not_run)
         body.append(f'<h2>Not run ({len(not_run)})</h2><ul class="reasons">{items}</ul>')
-    body.extend(extra_sections)  # rocmci.history's plots (issue 14)
+    body.extend(report.history_html)  # rocmci.history's plots (issue 14)
     body.append(
         "<footer>Self-contained page: no scripts, no external resources. Verdicts come from rocmci.report.verdict_for over "
         "reports/&lt;entry&gt;/result.json, probe.json and smoke.json; compat.json holds the same data.</footer></main>"
@@ -1630,10 +1631,11 @@ def write_all(reports_dir: Path, entries: list[dict[str, Any]], generated_at: st
     compat_json = reports_dir / "compat.json"
     compat_json.unlink(missing_ok=True)
     report = collect(reports_dir, entries, generated_at)
+    report.history_html = _history_sections(reports_dir)
     documents = {
         reports_dir / "compat.md": render_markdown(report),
         reports_dir / "junit.xml": render_junit(report),
-        reports_dir / "index.html": render_html(report, _history_sections(reports_dir)),
+        reports_dir / "index.html": render_html(report),
     }
     intoto: dict[str, Path] = {}
     for item in report.entries:

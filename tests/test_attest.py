@@ -19,17 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_registry
 import yaml
-from test_registry import build_image, cleanup_repository, remove_local_images
+from test_registry import AUTH_PASSWORD, AUTH_USER, build_image, cleanup_repository, remove_local_images
 
 from rocmci import attest, history, registry
 from rocmci.attest import AttestError, Identity, PublishHooks, Signer
 from rocmci.matrix import load_plan
+from rocmci.report import write_all
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_PASSWORD = "rocmci-attest-test"
 FIXTURE_MARK = "figures written by tests/test_attest.py, not measured"
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
+auth_registry = test_registry.auth_registry  # fixtures: a second, htpasswd-protected registry; an empty Docker config
+no_docker_config = test_registry.no_docker_config
 
 
 # ---------------------------------------------------------------- fixtures
@@ -289,6 +293,32 @@ def test_pull_verify_refuses_a_report_that_is_not_the_signed_one(engine, reposit
     assert any("none of them is this passing report" in note for note in notes), notes
 
 
+def test_sign_and_verify_with_registry_credentials_from_the_environment(
+    engine,
+    auth_registry,
+    no_docker_config,
+    keys,
+    tmp_path,
+    monkeypatch,
+) -> None:
+    """cosign gets ROCMCI_REGISTRY_USER/PASSWORD through a private, temporary Docker config (htpasswd registry)."""
+    monkeypatch.setenv(registry.USER_ENV, AUTH_USER)
+    monkeypatch.setenv(registry.PASSWORD_ENV, AUTH_PASSWORD)
+    repository = f"{auth_registry}/rocmci-attest-{uuid.uuid4().hex[:8]}"
+    try:
+        result = publish(engine, repository, tmp_path, "mi355x-auth", PublishHooks(Signer(str(keys.private))))
+        assert result.status == "published" and result.attestation, result
+        verifier = attest.PullVerifier(repository, "mi355x", Identity(key=str(keys.public)))
+        found, _ = registry.find_validated(repository, "mi355x", accept=verifier)
+        assert verifier.lock_entry(found.digest)["predicateType"] == result.attestation
+        assert not list(no_docker_config.iterdir())  # the user's Docker config was never written
+        monkeypatch.setenv(registry.PASSWORD_ENV, "wrong-password")
+        with pytest.raises(AttestError, match=r"UNAUTHORIZED|401|unauthorized"):
+            attest.verify(result.reference, result.attestation, Identity(key=str(keys.public)))
+    finally:
+        remove_local_images(engine, repository)
+
+
 # ---------------------------------------------------------------- admission policy
 
 
@@ -402,6 +432,8 @@ def test_regression_gate_and_history(engine, repository, tmp_path) -> None:
     assert [row.digest for row in written.rows[:3]] == [r.reference.split("@")[1] for r in (first, slower, within)]
     section = history.html_sections(tmp_path / "reports")[0]
     assert section.count("<circle") == 3 and "mi355x-rocm7.2-torch2.13.0-aiter0.1.20" in section
+    write_all(tmp_path / "reports", [])
+    assert section in (tmp_path / "reports" / "index.html").read_text()
 
 
 def test_regression_gate_figures() -> None:
