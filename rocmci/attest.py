@@ -15,6 +15,7 @@ GPUs are signed too (history stays verifiable) but can never reach that policy.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from rocmci.registry import RegistryClient, ReportDocuments
 
 PREDICATE_BASE = "https://rocmci.dev/attestations/compat/v1"
+COSIGN_MAJOR = "2"
 COSIGN_PIN = "2.5.0 (Debian 13 trixie's cosign package; scripts/install-cosign)"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,11 +58,32 @@ def predicate_type(gpu: str, verdict: str) -> str:
 
 
 def cosign_binary() -> str:
-    """$ROCMCI_COSIGN, else `cosign` on PATH (scripts/install-cosign puts the pinned one in .venv/bin)."""
+    """$ROCMCI_COSIGN, else `cosign` on PATH (scripts/install-cosign puts the pinned one in .venv/bin); only cosign 2.x."""
     found = os.environ.get("ROCMCI_COSIGN") or shutil.which("cosign")
     if not found or not os.access(found, os.X_OK):
         raise AttestError(f"cosign not found (ROCMCI_COSIGN or PATH): run bash scripts/install-cosign (rocmci pins {COSIGN_PIN})")
+    major = cosign_major(found)
+    if major != COSIGN_MAJOR:
+        raise AttestError(
+            f"{found} is cosign {major}.x; rocmci pins cosign {COSIGN_PIN}: 3.x stores attestations where 2.x does not look, "
+            "so one repository must use one major version (bash scripts/install-cosign, then ROCMCI_COSIGN=.venv/bin/cosign)"
+        )
     return found
+
+
+@functools.cache
+def cosign_major(path: str) -> str:
+    """The major version of the cosign at `path`. Debian builds say `devel`: then cosign 3.x is told apart by its
+    `signing-config` command, which 2.x lacks."""
+    try:
+        version = json.loads(subprocess.run([path, "version", "--json"], capture_output=True, text=True, timeout=60).stdout)
+        git_version = str(version.get("gitVersion", ""))
+        if re.match(r"^v?\d+\.", git_version):
+            return git_version.lstrip("v").split(".", 1)[0]
+        usage = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError, ValueError, AttributeError) as exc:
+        raise AttestError(f"{path}: cannot tell its version: {exc}") from None
+    return "3" if re.search(r"^\s+signing-config\b", usage, re.MULTILINE) else COSIGN_MAJOR
 
 
 def _is_kms(key: str) -> bool:
@@ -242,20 +265,24 @@ class PullVerifier:
         self.gpu = gpu
         self.identity = identity
         self.accepted: dict[str, Attestation] = {}
+        self._verified: dict[str, list[Attestation] | AttestError] = {}  # one cosign run per image
 
     def __call__(self, digest: str, record: Mapping[str, Any]) -> str | None:
-        reference = f"{self.repository}@{digest}"
         ptype = predicate_type(self.gpu, "pass")
-        try:
-            found = verify(reference, ptype, self.identity)
-        except AttestError as exc:
+        if digest not in self._verified:
+            try:
+                self._verified[digest] = verify(f"{self.repository}@{digest}", ptype, self.identity)
+            except AttestError as exc:
+                self._verified[digest] = exc
+        found = self._verified[digest]
+        if isinstance(found, AttestError):
             attached = self.stored(digest, ptype)
             why = (
                 "unsigned: no attestation of that type is attached"
                 if attached == 0
                 else f"{attached} attached, none verifies: signed by another identity, or changed after signing"
             )
-            return f"rejected: no {ptype} attestation signed by {self.identity.describe()} verifies ({why}): cosign: {exc}"
+            return f"rejected: no {ptype} attestation signed by {self.identity.describe()} verifies ({why}): cosign: {found}"
         for attestation in found:
             if digest in attestation.subject_digests and attestation.predicate == dict(record):
                 self.accepted[digest] = attestation

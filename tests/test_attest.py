@@ -448,3 +448,20 @@ def test_regression_gate_figures() -> None:
     assert gate.compare("mi355x", history.Figures(graph_us=9.0), None)[1] is None  # nothing validated to compare with
     with pytest.raises(history.HistoryError, match="no regression threshold"):
         gate.compare("mi999x", base, base)
+
+
+def test_cosign_3_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """One pinned major version: a cosign 3.x (told apart by its signing-config command) is refused with the fix."""
+    fake = tmp_path / "cosign"
+    fake.write_text('#!/bin/sh\n[ "$1" = version ] && echo \'{"gitVersion": "devel"}\' || echo "  signing-config  Create"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("ROCMCI_COSIGN", str(fake))
+    with pytest.raises(AttestError, match=r"is cosign 3\.x; rocmci pins cosign 2\.5\.0"):
+        attest.cosign_binary()
+    released = tmp_path / "released" / "cosign"
+    released.parent.mkdir()
+    released.write_text('#!/bin/sh\necho \'{"gitVersion": "v3.1.1"}\'\n')
+    released.chmod(0o755)
+    monkeypatch.setenv("ROCMCI_COSIGN", str(released))
+    with pytest.raises(AttestError, match=r"is cosign 3\.x"):
+        attest.cosign_binary()
