@@ -1616,12 +1616,6 @@ def _json_text(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
-def _history_sections(reports_dir: Path) -> list[str]:
-    from rocmci.history import html_sections
-
-    return html_sections(reports_dir)
-
-
 def write_all(reports_dir: Path, entries: list[dict[str, Any]], generated_at: str | None = None) -> ReportPaths:
     """Write compat.json, compat.md, junit.xml, index.html and <id>/intoto.json under reports_dir.
 
@@ -1631,7 +1625,9 @@ def write_all(reports_dir: Path, entries: list[dict[str, Any]], generated_at: st
     compat_json = reports_dir / "compat.json"
     compat_json.unlink(missing_ok=True)
     report = collect(reports_dir, entries, generated_at)
-    report.history_html = _history_sections(reports_dir)
+    from rocmci.history import html_sections  # lazy: history reads the registry's reports (issue 14)
+
+    report.history_html = html_sections(reports_dir)
     documents = {
         reports_dir / "compat.md": render_markdown(report),
         reports_dir / "junit.xml": render_junit(report),

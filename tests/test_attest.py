@@ -431,7 +431,7 @@ def test_regression_gate_and_history(engine, repository, tmp_path) -> None:
     written = history.History.model_validate_json(history.history_path(tmp_path / "reports", "mi355x").read_text())
     assert [row.digest for row in written.rows[:3]] == [r.reference.split("@")[1] for r in (first, slower, within)]
     section = history.html_sections(tmp_path / "reports")[0]
-    assert section.count("<circle") == 3 and "mi355x-rocm7.2-torch2.13.0-aiter0.1.20" in section
+    assert section.count("<circle") == 6 and "mi355x-rocm7.2-torch2.13.0-aiter0.1.20" in section
     write_all(tmp_path / "reports", [])
     assert section in (tmp_path / "reports" / "index.html").read_text()
 
