@@ -465,3 +465,58 @@ def test_cosign_3_is_refused(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("ROCMCI_COSIGN", str(released))
     with pytest.raises(AttestError, match=r"is cosign 3\.x"):
         attest.cosign_binary()
+
+
+MI355X_ENTRY = "mi355x-rocm7.2-torch2.13.0-aiter0.1.20"
+
+
+def _validated_reports(engine, repository: str, out: Path, slowdown: float) -> Path:
+    """The hand-written mi355x results of tests/data/reports (invented figures, not measured), re-pointed at a small
+    image built here, with the fused k_norm case's latency and bandwidth scaled by `slowdown` (test-written)."""
+    import shutil
+
+    (entry,) = load_plan().select("mi355x", MI355X_ENTRY)
+    entry_dir = out / MI355X_ENTRY
+    shutil.copytree(ROOT / "tests" / "data" / "reports" / MI355X_ENTRY, entry_dir)
+    local_ref = f"{repository}:local-{uuid.uuid4().hex[:8]}"
+    image_id = build_image(engine, local_ref, f"{MI355X_ENTRY} {slowdown} {uuid.uuid4()}")
+    result = json.loads((entry_dir / "result.json").read_text())
+    result["entry"]["tag"] = entry.tag
+    result["image"] = {"ref": local_ref, "id": image_id, "digest": None}
+    (entry_dir / "result.json").write_text(json.dumps(result))
+    smoke = json.loads((entry_dir / "smoke.json").read_text())
+    for case in smoke["cases"]:
+        if case["impl"] == "aiter-ck" and case["kind"] == "k_norm" and case["tokens"] == 8192 and case["layout"] == "contiguous":
+            case["graph_us"] = round(case["graph_us"] * slowdown, 4)
+            case["bandwidth_frac"] = round(case["bandwidth_frac"] / slowdown, 6)
+            case["bandwidth_gbs"] = round(case["bandwidth_gbs"] / slowdown, 3)
+    (entry_dir / "smoke.json").write_text(json.dumps(smoke))
+    return out
+
+
+def test_cli_publish_sign_gate_and_verified_pull(engine, repository, keys, cosign, tmp_path) -> None:
+    """`invoke publish --sign --key` on real (hand-written) result files, the gate in its output, `pull --verify`."""
+    common = ["--gpu", "mi355x", "--entry", MI355X_ENTRY, "--registry", repository]
+    first = _validated_reports(engine, repository, tmp_path / "first", 1.0)
+    published = invoke("publish", *common, "--reports", str(first), "--sign", "--key", str(keys.private))
+    assert published.returncode == 0, published.stdout + published.stderr
+    assert f"signed {attest.predicate_type('mi355x', 'pass')}" in published.stdout
+    assert "mi355x-validated -> sha256:" in published.stdout
+
+    slower = _validated_reports(engine, repository, tmp_path / "slower", 1.10)
+    refused = invoke("publish", *common, "--reports", str(slower), "--sign", "--key", str(keys.private))
+    assert refused.returncode == 0, refused.stdout + refused.stderr  # published and signed, just not promoted
+    line = next(li for li in refused.stdout.splitlines() if li.startswith(f"{MI355X_ENTRY}: regression"))
+    assert "k_norm latency +10.0%" in line and "candidate 6.71 us" in line and "validated 6.10 us" in line
+    assert "threshold 5.0%" in line
+
+    lock = tmp_path / "lock.json"
+    pulled = invoke(
+        "pull", "--gpu", "mi355x", "--registry", repository, "--verify", "--key", str(keys.public), "--lock", str(lock)
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    locked = json.loads(lock.read_text())
+    # The newest signed pass is the slower one (it passed its gates); the tag stayed on the first.
+    assert locked["attestation"]["predicateType"] == attest.predicate_type("mi355x", "pass")
+    client, name = registry.client_for(repository)
+    assert client.head_manifest(name, "mi355x-validated").digest in published.stdout
