@@ -83,7 +83,7 @@ def cosign_major(path: str) -> str:
         usage = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError, ValueError, AttributeError) as exc:
         raise AttestError(f"{path}: cannot tell its version: {exc}") from None
-    return "3" if re.search(r"^\s+signing-config\b", usage, re.MULTILINE) else COSIGN_MAJOR
+    return "3" if re.search(r"^\s*signing-config\b", usage, re.MULTILINE) else COSIGN_MAJOR
 
 
 def _is_kms(key: str) -> bool:

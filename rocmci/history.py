@@ -24,7 +24,7 @@ from rocmci.errors import RocmciError
 
 if TYPE_CHECKING:
     from rocmci.matrix import Plan
-    from rocmci.registry import RegistryClient, ReportDocuments
+    from rocmci.registry import AttachedReport, RegistryClient, ReportDocuments
 
 HISTORY_SCHEMA = "rocmci.history/v1"
 Log = Callable[[str], None]
@@ -90,6 +90,27 @@ def _image_tags(client: RegistryClient, name: str) -> dict[str, list[str]]:
     return by_digest
 
 
+def reports_on(client: RegistryClient, name: str, digest: str) -> tuple[list[AttachedReport], list[str]]:
+    """Every rocmci report referring to `digest`, told apart from other referrers by its manifest's artifactType, never
+    by the index entry: cosign 3.x keeps its attestations in the same `sha256-<hex>` index, under entries that say
+    `application/vnd.oci.empty.v1+json`, and another writer may leave an entry's artifactType out."""
+    from rocmci import registry as oci
+
+    reports: list[AttachedReport] = []
+    skipped: list[str] = []
+    for descriptor in client.referrers(name, digest):
+        if descriptor.media_type != oci.OCI_MANIFEST:
+            continue
+        kind = client.get_manifest(name, descriptor.digest).json.get("artifactType")
+        if kind != oci.REPORT_ARTIFACT_TYPE:
+            continue
+        try:
+            reports.append(oci.read_report(client, name, digest, descriptor))
+        except oci.RegistryError as exc:
+            skipped.append(f"rejected: {exc}")
+    return reports, skipped
+
+
 def collect(repository: str, gpu: str, *, client: RegistryClient | None = None, log: Log | None = None) -> History:
     """Every verified report on `gpu` attached to the repository's images, oldest first."""
     from rocmci import registry as oci
@@ -98,7 +119,7 @@ def collect(repository: str, gpu: str, *, client: RegistryClient | None = None, 
     rows: list[HistoryRow] = []
     images = _image_tags(client, name)
     for number, (digest, tags) in enumerate(images.items(), 1):
-        reports, skipped = oci.attached_reports(client, name, digest)
+        reports, skipped = reports_on(client, name, digest)
         if log:
             log(f"history: [{number}/{len(images)}] {tags[0]}@{digest[:19]}: {len(reports)} report(s)")
             for why in skipped:

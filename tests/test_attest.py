@@ -450,20 +450,62 @@ def test_regression_gate_figures() -> None:
         gate.compare("mi999x", base, base)
 
 
-def test_cosign_3_is_refused(tmp_path: Path, monkeypatch) -> None:
-    """One pinned major version: a cosign 3.x (told apart by its signing-config command) is refused with the fix."""
-    fake = tmp_path / "cosign"
-    fake.write_text('#!/bin/sh\n[ "$1" = version ] && echo \'{"gitVersion": "devel"}\' || echo "  signing-config  Create"\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("ROCMCI_COSIGN", str(fake))
+@pytest.fixture(scope="session")
+def cosign3() -> Path:
+    """Debian sid's real cosign 3.1.1, unpacked under .cache by scripts/install-cosign (never on PATH)."""
+    dest = ROOT / ".cache" / "cosign-3.1.1" / "cosign"
+    env = {**os.environ, "COSIGN_VERSION": "3.1.1", "COSIGN_SUITE": "sid", "COSIGN_DEST": str(dest)}
+    proc = subprocess.run(["bash", "scripts/install-cosign"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        message = f"cannot fetch cosign 3.1.1 from Debian sid: {proc.stderr.strip()[-300:]}"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    return dest
+
+
+def test_cosign_3_is_refused_and_its_attestations_never_pass_for_reports(
+    engine, repository, keys, cosign, cosign3, tmp_path, monkeypatch
+) -> None:
+    """cosign 3.1.1 keeps its attestation in the same `sha256-<hex>` index as rocmci's reports, under an entry that
+    says application/vnd.oci.empty.v1+json: rocmci tells the two apart by the manifest, and refuses cosign 3.x."""
+    result = publish(engine, repository, tmp_path, "mi355x-cosign3", None)
+    digest = result.reference.split("@")[1]
+    signing_config = tmp_path / "signing-config.json"  # no Fulcio, Rekor, TSA: offline key signing on 3.x
+    no_services = ["--no-default-fulcio", "--no-default-rekor", "--no-default-tsa", "--no-default-oidc"]
+    subprocess.run([cosign3, "signing-config", "create", *no_services, "--out", signing_config], check=True, capture_output=True)
+    predicate = tmp_path / "predicate.json"
+    predicate.write_text(json.dumps(record(digest, repository)[0]))
+    ptype = attest.predicate_type("mi355x", "pass")
+    attach = [cosign3, "attest", "--yes", "--key", keys.private, "--type", ptype, "--predicate", predicate]
+    signed = subprocess.run(
+        [*attach, "--signing-config", signing_config, result.reference], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert signed.returncode == 0, signed.stderr
+
+    client, name = registry.client_for(repository)
+    index = client.fallback_index(name, digest)
+    assert sorted(str(d.artifact_type) for d in index) == sorted([registry.EMPTY_MEDIA_TYPE, registry.REPORT_ARTIFACT_TYPE])
+    bundle = next(d for d in index if d.artifact_type == registry.EMPTY_MEDIA_TYPE)
+    assert client.get_manifest(name, bundle.digest).json["artifactType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
+
+    reports, skipped = history.reports_on(client, name, digest)
+    assert [r.artifact.digest for r in reports] == [result.report_digest] and not skipped
+    # Entries that lie about what they point at change nothing: the manifest decides.
+    swapped = [
+        registry.Descriptor(
+            d.media_type, d.digest, d.size, None if d.digest == result.report_digest else registry.REPORT_ARTIFACT_TYPE
+        )
+        for d in index
+    ]
+    body = json.dumps({"schemaVersion": 2, "mediaType": registry.OCI_INDEX, "manifests": [d.to_json() for d in swapped]})
+    client.put_manifest(name, registry.fallback_tag(digest), body.encode(), registry.OCI_INDEX)
+    reports, skipped = history.reports_on(client, name, digest)
+    assert [r.artifact.digest for r in reports] == [result.report_digest] and not skipped
+    assert [row.report_digest for row in history.collect(repository, "mi355x").rows] == [result.report_digest]
+
+    # The pinned 2.5 does not find what 3.1 attached, and rocmci refuses to run 3.x.
+    assert verify_attestation(cosign, result.reference, ptype, keys.public).returncode != 0
+    monkeypatch.setenv("ROCMCI_COSIGN", str(cosign3))
     with pytest.raises(AttestError, match=r"is cosign 3\.x; rocmci pins cosign 2\.5\.0"):
-        attest.cosign_binary()
-    released = tmp_path / "released" / "cosign"
-    released.parent.mkdir()
-    released.write_text('#!/bin/sh\necho \'{"gitVersion": "v3.1.1"}\'\n')
-    released.chmod(0o755)
-    monkeypatch.setenv("ROCMCI_COSIGN", str(released))
-    with pytest.raises(AttestError, match=r"is cosign 3\.x"):
         attest.cosign_binary()
 
 
