@@ -38,6 +38,7 @@ PREDICATE_BASE = "https://rocmci.dev/attestations/compat/v1"
 COSIGN_MAJOR = "2"
 COSIGN_PIN = "2.5.0 (Debian 13 trixie's cosign package; scripts/install-cosign)"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+OIDC_TOKEN_SOURCES = ("ACTIONS_ID_TOKEN_REQUEST_URL", "SIGSTORE_ID_TOKEN")  # what cosign signs keyless with
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_TEMPLATE = ROOT / "policies" / "admission.cue"
 _GPU_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -108,10 +109,12 @@ class Signer:
     def __post_init__(self) -> None:
         if self.key:
             _check_key_file(self.key, "--key")
-
-    @property
-    def keyless(self) -> bool:
-        return not self.key
+        elif not any(os.environ.get(name) for name in OIDC_TOKEN_SOURCES):
+            # Without an ambient token cosign would start an interactive browser login: refuse instead.
+            raise AttestError(
+                "--sign without --key signs keyless with the CI's OIDC identity, and none is here (GitHub Actions: "
+                "`permissions: id-token: write`; elsewhere SIGSTORE_ID_TOKEN): give --key FILE or a KMS reference"
+            )
 
     def attest_args(self, reference: str, predicate_file: Path, ptype: str) -> list[str]:
         args = ["attest", "--yes", "--type", ptype, "--predicate", str(predicate_file)]
@@ -142,14 +145,12 @@ class Identity:
         if self.key:
             _check_key_file(self.key, "--key")
 
-    def verify_args(self, reference: str, ptype: str, policy: Path | None = None) -> list[str]:
+    def verify_args(self, reference: str, ptype: str) -> list[str]:
         args = ["verify-attestation", "--type", ptype]
         if self.key:
-            args += ["--key", self.key, "--insecure-ignore-tlog=true"]
+            args += ["--key", self.key, "--insecure-ignore-tlog=true"]  # key signatures are made offline (no Rekor entry)
         else:
             args += ["--certificate-identity", str(self.identity), "--certificate-oidc-issuer", str(self.issuer)]
-        if policy is not None:
-            args += ["--policy", str(policy)]
         return [*args, reference]
 
     def describe(self) -> str:
@@ -247,9 +248,9 @@ def sign_report(reference: str, record: Mapping[str, Any], signer: Signer, log: 
 # ---------------------------------------------------------------- verifying
 
 
-def verify(reference: str, ptype: str, identity: Identity, policy: Path | None = None) -> list[Attestation]:
-    """The attestations of `ptype` on `reference` that cosign verified against `identity` (and `policy`)."""
-    proc = run_cosign(identity.verify_args(reference, ptype, policy), reference)
+def verify(reference: str, ptype: str, identity: Identity) -> list[Attestation]:
+    """The attestations of `ptype` on `reference` that cosign verified against `identity`."""
+    proc = run_cosign(identity.verify_args(reference, ptype), reference)
     if proc.returncode != 0:
         raise AttestError(cosign_failure(proc))
     return [_envelope(line, identity.describe()) for line in proc.stdout.splitlines() if line.strip().startswith("{")]

@@ -163,10 +163,15 @@ def test_predicate_types_name_gpu_and_verdict() -> None:
         attest.predicate_type("MI355X/../x", "pass")
 
 
-def test_keyless_and_kms_arguments(tmp_path: Path) -> None:
+def test_keyless_and_kms_arguments(tmp_path: Path, monkeypatch) -> None:
     """Keyless signing (GitHub Actions' OIDC) cannot run here: these are the exact arguments rocmci hands cosign."""
     predicate, ref = tmp_path / "p.json", "ghcr.io/acme/rocmci@sha256:" + "a" * 64
     ptype = attest.predicate_type("mi355x", "pass")
+    for name in attest.OIDC_TOKEN_SOURCES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(AttestError, match="none is here"):  # no ambient OIDC token: no interactive login
+        Signer()
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", "https://pipelines.actions.githubusercontent.com/token")
     assert Signer().attest_args(ref, predicate, ptype) == ["attest", "--yes", "--type", ptype, "--predicate", str(predicate), ref]
     assert Signer("awskms:///alias/rocmci").attest_args(ref, predicate, ptype)[-4:] == [
         "--key",
