@@ -296,7 +296,19 @@ def history(file: str | None, gpu: str, registry: str | None, reports_dir: str, 
         print(json.dumps(found.model_dump(by_alias=True), indent=2))
         return
     print("\n" + table(hist.TABLE_HEADERS, hist.table_rows(found)))
+    print("\n" + table(hist.PIN_HEADERS, hist.pin_rows(found)))
     print(f"\n{len(found.rows)} reports on {gpu}; {path} (invoke report adds its plot to index.html)")
+
+
+def _write_history(repository: str, gpu: str, reports: Path, log: Callable[[str], None]) -> None:
+    """The pipeline's history-<gpu>.json for the report's history plot; a registry that cannot be read for it costs
+    the plot, never the published results."""
+    from rocmci import history as hist
+
+    try:
+        hist.write(hist.collect(repository, gpu), reports)
+    except RocmciError as exc:
+        log(f"no history plot: {exc}")
 
 
 @reports_errors
@@ -349,6 +361,7 @@ def pipeline(
             r.entry_id: r for r in oci.publish(items, repository, log=lambda line: progress.line("publish", line), hooks=hooks)
         }
         _record_digests(reports, list(published.values()))
+        _write_history(repository, gpu, reports, lambda line: progress.line("history", line))
         paths = compat.write_all(reports, [e.summary() for e in entries])  # again, now with the pushed digests
     compat.append_step_summary(paths.compat_md.read_text())
     rows = []

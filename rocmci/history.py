@@ -161,6 +161,19 @@ def table_rows(history: History) -> list[tuple[str, ...]]:
 
 
 TABLE_HEADERS = ("report time", "pin", "verdict", "k_norm us", "bandwidth", "image")
+PIN_HEADERS = ("pin", "reports", "passes", "first", "last", "latest verdict", "k_norm us first -> last")
+
+
+def pin_rows(history: History) -> list[tuple[str, ...]]:
+    """Per pin: how many reports, the first and last report time, the latest verdict, and how latency moved."""
+    rows = []
+    for pin in dict.fromkeys(row.pin for row in history.rows):
+        mine = [row for row in history.rows if row.pin == pin]  # already in report-time order
+        timed = [row.graph_us for row in mine if row.graph_us is not None]
+        moved = f"{timed[0]:.2f} -> {timed[-1]:.2f} ({timed[-1] / timed[0] - 1:+.1%})" if timed and timed[0] else "-"
+        passes = sum(row.verdict == "pass" for row in mine)
+        rows.append((pin, str(len(mine)), str(passes), mine[0].report_time, mine[-1].report_time, mine[-1].verdict, moved))
+    return rows
 
 
 def history_path(reports_dir: Path, gpu: str) -> Path:

@@ -433,6 +433,8 @@ def test_regression_gate_and_history(engine, repository, tmp_path) -> None:
         ["pass", "10.20", "49.0%"],
         ["fail", "-", "-"],
     ]
+    summary = next(line for line in shown.stdout.splitlines() if line.startswith("mi355x-rocm7.2-torch2.13.0-aiter0.1.20  "))
+    assert summary.split()[1:3] == ["4", "3"] and summary.split()[5:] == ["fail", "10.00", "->", "10.20", "(+2.0%)"]
     written = history.History.model_validate_json(history.history_path(tmp_path / "reports", "mi355x").read_text())
     assert [row.digest for row in written.rows[:3]] == [r.reference.split("@")[1] for r in (first, slower, within)]
     section = history.html_sections(tmp_path / "reports")[0]
