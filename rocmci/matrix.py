@@ -152,6 +152,9 @@ class Target(_Model):
     runs_on: list[str] = Field(min_length=1, description="a list of runner labels such as [self-hosted, linux, mi355x]")
     device_policy: DevicePolicy = Field(default_factory=DevicePolicy)
     gates: Gates | None = None
+    max_regression_pct: float = Field(
+        default=5.0, ge=0, le=100, description="the largest fused-kernel slowdown in percent a promotion accepts, such as 5"
+    )
     _name: str = PrivateAttr(default="")
 
     @property

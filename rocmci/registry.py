@@ -38,6 +38,7 @@ from rocmci.errors import RegistryError, RocmciError
 if TYPE_CHECKING:
     import docker
 
+    from rocmci.attest import PublishHooks, PullVerifier
     from rocmci.matrix import Entry
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -1073,6 +1074,7 @@ class PublishResult:
     validated_tag: str | None = None
     moved: bool = False
     reason: str = ""
+    attestation: str | None = None  # the predicate type signed (publish --sign)
 
     @property
     def ok(self) -> bool:
@@ -1251,6 +1253,7 @@ def publish_one(
     store: str,
     documents_for: DocumentsFor,
     log: Log,
+    hooks: PublishHooks | None = None,
 ) -> PublishResult:
     """Push (unless the content tag already names the image), verify, attach the report, move the validated tag."""
     item = checked.item
@@ -1264,15 +1267,23 @@ def publish_one(
         manifest = _push_verified(engine, client, checked, repository, store, log)
     reference = f"{repository}@{manifest.digest}"
     docs = as_documents(documents_for(item, manifest.digest, repository, format_time(publisher_time(client, log))))
+    blocked = None
+    if hooks:  # rocmci.history's regression gate: the comparison goes into the record (issue 14)
+        docs, blocked = hooks.before_attach(client, name, item.gpu, manifest.digest, docs, log)
     log(f"{prefix} attaching report ({docs.verdict}) to {reference}")
     artifact = attach_report(repository, manifest.descriptor, docs, client=client)
     base |= {"reference": reference, "verdict": docs.verdict, "report_digest": artifact.digest}
+    if hooks:  # rocmci.attest: the record as a signed in-toto attestation, before any tag moves (issue 14)
+        base["attestation"] = hooks.after_attach(reference, docs, log)
     if docs.verdict != "pass" or docs.entry.get("gpu") != item.gpu:
         why = f"verdict {docs.verdict}" if docs.verdict != "pass" else f"report is for {docs.entry.get('gpu')}"
         reasons = "; ".join(str(r) for r in docs.record.get("reasons") or [])[:300]
         reason = f"{why}{': ' + reasons if reasons else ''}: {validated_tag(item.gpu)} not moved"
         log(f"{prefix} {reason}")
         return PublishResult(status="published", moved=False, reason=reason, **base)
+    if blocked:
+        log(f"{prefix} {blocked}")
+        return PublishResult(status="published", moved=False, reason=blocked, **base)
     log(f"{prefix} moving {validated_tag(item.gpu)}")
     report = read_report(client, name, manifest.digest, artifact)
     move = move_validated_tag(client, name, item.gpu, manifest.digest, report)
@@ -1297,6 +1308,7 @@ def publish(
     client: RegistryClient | None = None,
     insecure: bool | None = None,
     log: Log = print,
+    hooks: PublishHooks | None = None,
 ) -> list[PublishResult]:
     """Check every item (image, content tag, evidence) first, then push each by digest, verify that what landed
     is the validated image, attach its report, and move `<gpu>-validated` for passing reports only.
@@ -1335,7 +1347,7 @@ def publish(
             client,
             log,
             lambda ready=ready: publish_one(
-                ready, repository, engine=engine, client=client, store=store, documents_for=documents_for, log=log
+                ready, repository, engine=engine, client=client, store=store, documents_for=documents_for, log=log, hooks=hooks
             ),
         )
     return [results[index] for index in range(len(items))]
@@ -1375,6 +1387,7 @@ class PullResult:
     report_time: str
     image_id: str | None = None
     rejected: tuple[str, ...] = ()
+    attestation: Mapping[str, Any] | None = None  # the verified signed attestation (pull --verify)
 
     def lock(self) -> dict[str, Any]:
         pins = {
@@ -1394,7 +1407,7 @@ class PullResult:
                 "report_time": self.report_time,
                 "verdict": "pass",
             },
-        }
+        } | ({"attestation": dict(self.attestation)} if self.attestation else {})
 
 
 def _pin_matches(have: Any, want: str | None) -> bool:
@@ -1423,6 +1436,7 @@ def find_validated(
     *,
     client: RegistryClient | None = None,
     insecure: bool | None = None,
+    accept: Callable[[str, Mapping[str, Any]], str | None] | None = None,
 ) -> tuple[PullResult, list[str]]:
     """The newest (by report time) image of `gpu` whose verified report passed and matches the pins; no pull."""
     client, name = (client, split_repository(repository)[1]) if client else client_for(repository, insecure)
@@ -1442,6 +1456,8 @@ def find_validated(
             notes.append(f"{where}: no report attached")
         for report in reports:
             problem = _candidate_problem(report, gpu, torch, aiter) or ahead_of_registry(report, bound)
+            if problem is None and accept is not None:  # rocmci.attest.PullVerifier: only signed reports (issue 14)
+                problem = accept(digest, report.documents.record)
             if problem:
                 notes.append(f"{where}: {problem}")
             elif best is None or report_order(report) > report_order(best):
@@ -1474,11 +1490,14 @@ def pull(
     client: RegistryClient | None = None,
     insecure: bool | None = None,
     log: Log = _stderr,
+    verifier: PullVerifier | None = None,
 ) -> PullResult:
     """Find the newest validated image for `gpu` (and pins) and pull it by digest (rocmci.lock writes lock files)."""
     split_repository(repository)
     client = client or client_for(repository, insecure)[0]
-    found, notes = find_validated(repository, gpu, torch, aiter, client=client)
+    found, notes = find_validated(repository, gpu, torch, aiter, client=client, accept=verifier)
+    if verifier:
+        found = replace(found, attestation=verifier.lock_entry(found.digest))
     for note in notes:
         if "rejected" in note or "not trusted" in note:
             log(f"pull: {note}")

@@ -763,6 +763,7 @@ class CompatReport:
     generated_at: str
     rocmci_version: str
     entries: list[EntryReport]
+    history_html: list[str] = field(default_factory=list)  # from `invoke history` (rocmci.history.html_sections)
 
     def counts(self) -> dict[str, int]:
         counts = {name: 0 for name in VERDICT_ORDER}
@@ -1684,6 +1685,7 @@ def render_html(report: CompatReport) -> str:
     if not_run:
         items = "".join(f'<li id="{_slug(i.id)}"><b>{_h(i.id)}</b>: {_h("; ".join(i.verdict.reasons))}</li>' for i in not_run)
         body.append(f'<h2>Not run ({len(not_run)})</h2><ul class="reasons">{items}</ul>')
+    body.extend(report.history_html)  # rocmci.history's plots (issue 14)
     body.append(
         "<footer>Self-contained page: no scripts, no external resources. Verdicts come from rocmci.report.verdict_for over "
         "reports/&lt;entry&gt;/result.json, probe.json and smoke.json; compat.json holds the same data.</footer></main>"
@@ -1750,6 +1752,9 @@ def write_all(reports_dir: Path, entries: list[dict[str, Any]], generated_at: st
     reports_dir = Path(reports_dir)
     compat_json = reports_dir / "compat.json"
     report = collect(reports_dir, entries, generated_at)
+    from rocmci.history import html_sections  # lazy: history reads the registry's reports (issue 14)
+
+    report.history_html = html_sections(reports_dir)
     documents = {
         reports_dir / "compat.md": render_markdown(report),
         reports_dir / "junit.xml": render_junit(report),
