@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +61,8 @@ def predicate_type(gpu: str, verdict: str) -> str:
 
 def cosign_binary() -> str:
     """$ROCMCI_COSIGN, else `cosign` on PATH (scripts/install-cosign puts the pinned one in .venv/bin); only cosign 2.x."""
-    found = os.environ.get("ROCMCI_COSIGN") or shutil.which("cosign")
+    beside_python = Path(sys.prefix) / "bin" / "cosign"  # where scripts/install-cosign puts it, venv not activated
+    found = os.environ.get("ROCMCI_COSIGN") or shutil.which("cosign") or (str(beside_python) if beside_python.is_file() else None)
     if not found or not os.access(found, os.X_OK):
         raise AttestError(f"cosign not found (ROCMCI_COSIGN or PATH): run bash scripts/install-cosign (rocmci pins {COSIGN_PIN})")
     major = cosign_major(found)

@@ -122,21 +122,22 @@ def publish(
     hooks: PublishHooks | None,
     **fields: Any,
 ) -> registry.PublishResult:
-    """Build a small image, push it by digest with a test-written report, through registry.publish_one."""
+    """Build a small image, push it by digest with a test-written report, through registry.publish."""
     ref = f"{repository}:{tag}-local"
     build_image(engine, ref, f"{tag} {uuid.uuid4()}")
     gpu = fields.get("gpu", "mi355x")
     item = registry.PublishItem(entry_id=tag, gpu=gpu, local_ref=ref, tag=tag, entry_dir=tmp_path / tag)
     client, _ = registry.client_for(repository)
-    return registry.publish_one(
-        item,
+    (result,) = registry.publish(
+        [item],
         repository,
         engine=engine,
         client=client,
-        documents_for=lambda _item, digest, repo: record(digest, repo, **fields),
+        documents_for=lambda _item, digest, repo, _report_time: record(digest, repo, **fields),
         log=lambda _line: None,
         hooks=hooks,
     )
+    return result
 
 
 def verify_attestation(cosign: str, reference: str, ptype: str, public: Path, policy: Path | None = None):
@@ -519,16 +520,26 @@ def test_cosign_3_is_refused_and_its_attestations_never_pass_for_reports(
 MI355X_ENTRY = "mi355x-rocm7.2-torch2.13.0-aiter0.1.20"
 
 
-def _validated_reports(engine, repository: str, out: Path, slowdown: float) -> Path:
+def _validated_reports(engine, repository: str, out: Path, slowdown: float, aiter: str = "0.1.20") -> tuple[Path, Path, str]:
     """The hand-written mi355x results of tests/data/reports (invented figures, not measured), re-pointed at a small
-    image built here, with the fused k_norm case's latency and bandwidth scaled by `slowdown` (test-written)."""
-    import shutil
+    image built here, with the fused k_norm case's latency and bandwidth scaled by `slowdown` (test-written).
 
-    (entry,) = load_plan().select("mi355x", MI355X_ENTRY)
-    entry_dir = out / MI355X_ENTRY
-    shutil.copytree(ROOT / "tests" / "data" / "reports" / MI355X_ENTRY, entry_dir)
+    Another `aiter` release makes another entry (another content tag: a content tag never moves to other bytes),
+    with a matrix of its own and the documents' aiter versions rewritten to match that pin. Returns the reports
+    directory, the matrix file and the entry id."""
+
+    out.mkdir(parents=True)
+    matrix = out / "matrix.yaml"
+    matrix.write_text((ROOT / "matrix.yaml").read_text().replace("ref: v0.1.20}", f"ref: v{aiter}}}"))
+    entry_id = MI355X_ENTRY.replace("aiter0.1.20", f"aiter{aiter}")
+    (entry,) = load_plan(matrix).select("mi355x", entry_id)
+    entry_dir = out / entry_id
+    entry_dir.mkdir()
+    for source in (ROOT / "tests" / "data" / "reports" / MI355X_ENTRY).iterdir():
+        text = source.read_text().replace(MI355X_ENTRY, entry_id).replace('"0.1.20"', f'"{aiter}"')
+        (entry_dir / source.name).write_text(text.replace("aiter@v0.1.20", f"aiter@v{aiter}"))
     local_ref = f"{repository}:local-{uuid.uuid4().hex[:8]}"
-    image_id = build_image(engine, local_ref, f"{MI355X_ENTRY} {slowdown} {uuid.uuid4()}")
+    image_id = build_image(engine, local_ref, f"{entry_id} {slowdown} {uuid.uuid4()}")
     result = json.loads((entry_dir / "result.json").read_text())
     result["entry"]["tag"] = entry.tag
     result["image"] = {"ref": local_ref, "id": image_id, "digest": None}
@@ -540,22 +551,23 @@ def _validated_reports(engine, repository: str, out: Path, slowdown: float) -> P
             case["bandwidth_frac"] = round(case["bandwidth_frac"] / slowdown, 6)
             case["bandwidth_gbs"] = round(case["bandwidth_gbs"] / slowdown, 3)
     (entry_dir / "smoke.json").write_text(json.dumps(smoke))
-    return out
+    return out, matrix, entry_id
 
 
 def test_cli_publish_sign_gate_and_verified_pull(engine, repository, keys, cosign, tmp_path) -> None:
     """`invoke publish --sign --key` on real (hand-written) result files, the gate in its output, `pull --verify`."""
-    common = ["--gpu", "mi355x", "--entry", MI355X_ENTRY, "--registry", repository]
-    first = _validated_reports(engine, repository, tmp_path / "first", 1.0)
-    published = invoke("publish", *common, "--reports", str(first), "--sign", "--key", str(keys.private))
+    first, first_matrix, first_id = _validated_reports(engine, repository, tmp_path / "first", 1.0)
+    common = ["--gpu", "mi355x", "--registry", repository, "--sign", "--key", str(keys.private)]
+    published = invoke("publish", *common, "--file", str(first_matrix), "--entry", first_id, "--reports", str(first))
     assert published.returncode == 0, published.stdout + published.stderr
     assert f"signed {attest.predicate_type('mi355x', 'pass')}" in published.stdout
     assert "mi355x-validated -> sha256:" in published.stdout
 
-    slower = _validated_reports(engine, repository, tmp_path / "slower", 1.10)
-    refused = invoke("publish", *common, "--reports", str(slower), "--sign", "--key", str(keys.private))
+    # The candidate: the next aiter release (a new content tag), 10% slower at the gate shape.
+    slower, slower_matrix, slower_id = _validated_reports(engine, repository, tmp_path / "slower", 1.10, aiter="0.1.20.post1")
+    refused = invoke("publish", *common, "--file", str(slower_matrix), "--entry", slower_id, "--reports", str(slower))
     assert refused.returncode == 0, refused.stdout + refused.stderr  # published and signed, just not promoted
-    line = next(li for li in refused.stdout.splitlines() if li.startswith(f"{MI355X_ENTRY}: regression"))
+    line = next(li for li in refused.stdout.splitlines() if li.startswith(f"{slower_id}: regression"))
     assert "k_norm latency +10.0%" in line and "candidate 6.71 us" in line and "validated 6.10 us" in line
     assert "threshold 5.0%" in line
 
