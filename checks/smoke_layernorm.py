@@ -293,15 +293,21 @@ def case_specs(quick: bool, impl: Impl, gpu: bool = True) -> list[CaseSpec]:
     return specs
 
 
-def make_inputs(spec: CaseSpec, device: Any, sets: int = 1) -> tuple[list[Any], Any, Any]:
-    """`sets` input tensors for the case (a column slice when strided) and its weight and bias, seeded by the case."""
+def make_inputs(spec: CaseSpec, device: Any, sets: int = 1, values: bool = True) -> tuple[list[Any], Any, Any]:
+    """`sets` input tensors for the case (a column slice when strided) and its weight and bias, seeded by the case.
+    values=False: the same shapes, dtypes and strides, left unset (enough for a JIT to compile its specialization)."""
     gen = torch.Generator(device=device).manual_seed(zlib.crc32(repr(spec).encode()))
     dtype, width = getattr(torch, spec.dtype), spec.hidden * (2 if spec.layout == "strided" else 1)
+    param = getattr(torch, spec.param_dtype)
+    if not values:
+        base = torch.empty((spec.tokens, width), dtype=dtype, device=device)
+        x = base[:, : spec.hidden] if spec.layout == "strided" else base
+        w, b = (torch.empty((spec.hidden,), dtype=param, device=device) for _ in range(2))
+        return [x] * sets, w, b
     xs = []
     for _ in range(sets):
         base = torch.randn((spec.tokens, width), generator=gen, device=device).to(dtype)
         xs.append(base[:, : spec.hidden] if spec.layout == "strided" else base)
-    param = getattr(torch, spec.param_dtype)
     w = (1 + 0.25 * torch.randn((spec.hidden,), generator=gen, device=device)).to(param)
     b = (0.25 * torch.randn((spec.hidden,), generator=gen, device=device)).to(param)
     return xs, w, b
@@ -567,7 +573,7 @@ def warm_up_jit(impl: Impl, specs: list[CaseSpec], device: Any) -> None:
 
     def call(spec: CaseSpec) -> None:
         with torch.no_grad(), contextlib.suppress(Exception):  # a failing case reports itself when it runs
-            xs, w, b = make_inputs(spec, device)
+            xs, w, b = make_inputs(spec, device, values=False)  # what is compiled depends on shapes, not values
             impl.fn(xs[0], w, b, EPS)
 
     if specs:
