@@ -67,7 +67,7 @@ TRITON_NORM_MODULES = ("aiter.ops.triton.normalization.norm", "aiter.ops.triton.
 # Timing: each repeat replays the graph for >= REPEAT_TARGET_MS; the graph calls the impl once per rotating input set,
 # with enough sets that their bytes exceed L2 twice over (so the figures are HBM, not L2, bandwidth; capped for tiny shapes).
 REPEATS = 7
-REPEAT_TARGET_MS = 4.0  # 2 ms left 87-97 of 102 cases under 3% spread on an H200, 4 ms all 102
+REPEAT_TARGET_MS = 4.0  # on an H200, 2 ms left 87-101 of 102 cases under 3% spread, 4 ms 98-102
 SPIN_US = 50.0  # the GPU spins this long before each timed repeat, so the CPU's launches are queued when timing starts
 EAGER_REPEATS = 3
 EAGER_CALLS = 16  # eager calls per repeat (eager time is launch-bound: it needs no rotation past the cache)
@@ -430,8 +430,12 @@ def calibrate_spin(target_us: float) -> int:
     if sleep is None or target_us <= 0:
         return 0
     cycles = 100_000
-    sleep(cycles)
-    elapsed_us = event_ms(lambda: sleep(cycles)) * 1e3
+    try:
+        sleep(cycles)
+        elapsed_us = event_ms(lambda: sleep(cycles)) * 1e3
+    except (AttributeError, RuntimeError):  # a build without the spin kernel: time without it
+        traceback.print_exc(file=sys.stderr)
+        return 0
     return max(1, round(cycles * target_us / max(elapsed_us, 1e-3)))
 
 
