@@ -141,6 +141,9 @@ class DevicePolicy(_Model):
 class Gates(_Model):
     k_norm_max_kernels: int = Field(default=1, ge=1, description="a whole number of kernels, at least 1")
     k_norm_min_speedup: float = Field(default=2.0, gt=0, description="a speedup factor such as 2.0")
+    prefill_min_ceiling_frac: float = Field(
+        default=0.4, gt=0, le=1, description="a fraction of the measured copy ceiling, above 0 and at most 1, such as 0.4"
+    )
 
 
 class Target(_Model):
@@ -720,6 +723,9 @@ def _expected_for(error: Any) -> str | None:
     if kind in {"greater_than", "greater_than_equal"}:
         bound = ctx.get("gt", ctx.get("ge"))
         return f"a number {'greater than' if kind == 'greater_than' else 'at least'} {bound:g}"
+    if kind in {"less_than", "less_than_equal"}:
+        bound = ctx.get("lt", ctx.get("le"))
+        return f"a number {'less than' if kind == 'less_than' else 'at most'} {bound:g}"
     if kind == "finite_number":
         return "a finite number"
     if kind in _TYPE_WORDS or kind == "model_type":
