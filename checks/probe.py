@@ -698,6 +698,30 @@ def check_aiter_version(probe: Probe, expected: str | None) -> None:
         )
 
 
+def report_aiter_commit(probe: Probe) -> None:
+    """The commit aiter was built from, as setuptools_scm wrote it into the version ('0.1.21.dev3+g<hash>')."""
+    versions = (probe.versions.get(k) or "" for k in ("aiter_import", "aiter_dist"))
+    probe.versions["aiter_commit"] = next((m.group(1) for v in versions if (m := GIT_HASH_IN_VERSION.search(v))), None)
+
+
+def check_triton(probe: Probe) -> None:
+    """Which Triton distribution is installed: the torch index's (pytorch-triton-rocm on ROCm) or another one."""
+    found = {}
+    for name in TRITON_DISTS:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    name, version = next(iter(found.items()), (None, None))
+    rocm = bool(name and ("rocm" in name or "rocm" in (version or "")))
+    probe.versions.update(triton_dist=name, triton=version, triton_rocm=rocm if name else None)
+    if len(found) > 1:
+        probe.add(
+            "triton.several",
+            "warning",
+            f"several Triton distributions are installed ({', '.join(f'{n} {v}' for n, v in found.items())}): they share "
+            "the `triton` package directory, so the last one installed overwrote the others' files.",
+        )
+
+
 def git_pin_mismatches(probe: Probe, ref: str, known: dict[str, str]) -> dict[str, str]:
     """A git pin (commit prefix or branch) checked against the commit in a setuptools-scm version ('0.1.10.dev5+gabc1234')."""
     hashes = {k: m.group(1) for k, v in known.items() if (m := GIT_HASH_IN_VERSION.search(v))}
@@ -846,6 +870,8 @@ def run_probe(args: argparse.Namespace) -> Probe:
         check_gpu(probe, torch, args)
         aiter = import_aiter(probe, torch, args)
     check_aiter_version(probe, args.expect_aiter)
+    report_aiter_commit(probe)
+    check_triton(probe)
     if aiter is not None:
         fn = getattr(aiter, "layernorm2d_fwd", None)
         probe.aiter["layernorm2d_fwd"] = fn is not None
