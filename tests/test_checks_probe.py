@@ -382,3 +382,34 @@ def test_git_pins_compare_the_commit(home: Path, pin: str, code: str | None, rc:
 def test_bad_arguments_exit_2_with_a_json_error(home: Path, args: tuple[str, ...]) -> None:
     rc, doc = run_probe(*args, home=home)
     assert rc == 2 and doc["status"] == "error" and doc["findings"][0]["code"] == "probe.error"
+
+
+def dist_info(env: Path, name: str, version: str) -> None:
+    info = env / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_triton_distribution_is_reported(home: Path, tmp_path: Path) -> None:
+    rocm = tmp_path / "rocm"
+    dist_info(rocm, "pytorch-triton-rocm", "3.5.0+gitabc")
+    _, doc = run_probe(envs=("torch_rocm", "aiter_good", rocm), env=GPU_942, home=home)
+    assert (doc["versions"]["triton_dist"], doc["versions"]["triton"], doc["versions"]["triton_rocm"]) == (
+        "pytorch-triton-rocm",
+        "3.5.0+gitabc",
+        True,
+    )
+    both = tmp_path / "both"
+    dist_info(both, "pytorch-triton-rocm", "3.5.0")
+    dist_info(both, "triton", "3.7.0")
+    _, doc = run_probe(envs=("torch_rocm", "aiter_good", both), env=GPU_942, home=home)
+    message = findings(doc)["triton.several"]["message"]
+    assert "pytorch-triton-rocm 3.5.0" in message and "triton 3.7.0" in message
+    _, doc = run_probe(envs=("torch_rocm", "aiter_good"), env=GPU_942, home=home)
+    assert doc["versions"]["triton_dist"] is None and doc["versions"]["triton_rocm"] is None
+
+
+def test_commit_found_in_aiters_version(home: Path) -> None:
+    env = {**GPU_942, "FAKE_AITER_VERSION": "0.1.21.dev3+gabc1234d"}
+    _, doc = run_probe("--expect-aiter", "abc1234d" + "0" * 32, envs=("torch_rocm", "aiter_good"), env=env, home=home)
+    assert doc["versions"]["aiter_commit"] == "abc1234d" and "aiter.version_mismatch" not in findings(doc)
