@@ -413,3 +413,25 @@ def test_commit_found_in_aiters_version(home: Path) -> None:
     env = {**GPU_942, "FAKE_AITER_VERSION": "0.1.21.dev3+gabc1234d"}
     _, doc = run_probe("--expect-aiter", "abc1234d" + "0" * 32, envs=("torch_rocm", "aiter_good"), env=env, home=home)
     assert doc["versions"]["aiter_commit"] == "abc1234d" and "aiter.version_mismatch" not in findings(doc)
+
+
+def test_python_314_decompresses_zstd_itself(llvm_tools: Path) -> None:
+    """Python 3.14 has compression.zstd: with no tool on PATH, the probe reads zstd bundles itself (sid's python3.14,
+    run through the sid tree's loader like the LLVM tools)."""
+    loader = SID_ROOT / "usr" / "lib64" / "ld-linux-x86-64.so.2"
+    python = SID_ROOT / "usr" / "bin" / "python3.14"
+    if not python.is_file():
+        unavailable(f"{python} is missing: rerun scripts/make-codeobject-fixtures --tools")
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import probe; from pathlib import Path; "
+        "found = [probe.read_code_objects(Path(p)) for p in sys.argv[2:]]; "
+        "print(json.dumps([[f.targets, f.reader] for f in found]))"
+    )
+    files = [str(CODEOBJECTS / f"{name}.so") for name in ("gfx942_gfx950_2units_ccob2", "gfx9-4-generic_ccob3")]
+    command = [str(loader), "--library-path", str(SID_ROOT / "usr/lib/x86_64-linux-gnu"), str(python), "-I", "-c", code]
+    done = subprocess.run([*command, str(REPO / "checks"), *files], env={"PATH": "/nonexistent"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [
+        [["gfx942", "gfx950"], "probe (compression.zstd)"],
+        [["gfx9-4-generic"], "probe (compression.zstd)"],
+    ]
