@@ -396,8 +396,14 @@ def read_with_objdump(path: Path, section: bytes | None, found: CodeObjects) -> 
         link.symlink_to(path.resolve())
         code, out, err = run_tool([tool, "--offloading", link.name], tmp)
     ids = target_ids(out)
-    if not ids:
-        found.notes.append(f"llvm-objdump --offloading listed no code object (exit {code}: {err[-200:] or 'no message'})")
+    listed = len(set(re.findall(rf"{re.escape(link.name)}\.([0-9]+)\.", out)))
+    present = len(bundle_spans(section)[0]) if section is not None else listed
+    # It stops at the first bundle it cannot read, and LLVM 21's skips a compressed bundle after a plain one (exit 0).
+    if code != 0 or not ids or listed < present:
+        found.notes.append(
+            f"llvm-objdump --offloading listed {listed} of {present} bundles (exit {code}: {err[-200:] or 'no message'})"
+        )
+        return []
     return ids
 
 
@@ -419,6 +425,7 @@ def read_with_bundler(path: Path, section: bytes | None, found: CodeObjects) -> 
             code, out, err = run_tool([tool, "--list", "--type=o", f"--input={bundle}"], tmp)
             if code != 0:
                 found.notes.append(f"clang-offload-bundler --list failed on bundle {index}: {err[-200:]}")
+                return []
             ids += target_ids(out)
     if not ids:
         found.notes.append("clang-offload-bundler --list found no code object")

@@ -194,6 +194,7 @@ FIXTURES = {
     "gfx942_gfx950_ccob3": ["gfx942", "gfx950"],
     "gfx950_ccob3": ["gfx950"],
     "gfx9-4-generic_ccob3": ["gfx9-4-generic"],
+    "gfx942_2units": ["gfx942"],
     "gfx942_gfx950_2units": ["gfx942", "gfx950"],
     "gfx942_gfx950_2units_ccob2": ["gfx942", "gfx950"],
     "gfx950_2units_ccob3": ["gfx950"],
@@ -333,9 +334,21 @@ def hand_made_ccob(plain: bytes, version: int, method: str) -> bytes:
     digest = struct.unpack("<Q", hashlib.md5(plain).digest()[:8])[0]
     if version == 1:
         header = b"CCOB" + struct.pack("<HHIQ", 1, code, len(plain), digest)
-    else:
+    elif version == 2:
         header = b"CCOB" + struct.pack("<HHIIQ", 2, code, 24 + len(payload), len(plain), digest)
+    else:
+        header = b"CCOB" + struct.pack("<HHQQQ", 3, code, 32 + len(payload), len(plain), digest)
     return header + payload
+
+
+def bundle_end(data: bytes | bytearray, start: int) -> int:
+    """Where the uncompressed offload bundle at `start` ends (its entries' offsets are relative to its start)."""
+    count = struct.unpack_from("<Q", data, start + 24)[0]
+    pos, end = start + 32, start
+    for _ in range(count):
+        offset, size, id_size = struct.unpack_from("<QQQ", data, pos)
+        pos, end = pos + 24 + id_size, max(end, start + offset + size)
+    return end
 
 
 @pytest.mark.parametrize(("version", "method"), [(1, "zlib"), (2, "zlib"), (1, "zstd")])
@@ -343,11 +356,7 @@ def test_hand_made_zlib_and_v1_bundles(home: Path, tmp_path: Path, zstd_only: Pa
     """A real .so whose .hip_fatbin bundle is replaced, in place, by a compressed copy (zero padding after it)."""
     data = bytearray((CODEOBJECTS / "gfx942_gfx950.so").read_bytes())
     start = data.index(b"__CLANG_OFFLOAD_BUNDLE__")
-    count = struct.unpack_from("<Q", data, start + 24)[0]
-    pos, end = start + 32, start
-    for _ in range(count):
-        offset, size, id_size = struct.unpack_from("<QQQ", data, pos)
-        pos, end = pos + 24 + id_size, max(end, start + offset + size)
+    end = bundle_end(data, start)
     packed = hand_made_ccob(bytes(data[start:end]), version, method)
     assert len(packed) < end - start
     data[start:end] = packed + bytes(end - start - len(packed))
@@ -435,3 +444,25 @@ def test_python_314_decompresses_zstd_itself(llvm_tools: Path) -> None:
         [["gfx942", "gfx950"], "probe (compression.zstd)"],
         [["gfx9-4-generic"], "probe (compression.zstd)"],
     ]
+
+
+def test_a_tool_that_stops_halfway_is_not_taken_at_its_word(
+    home: Path, tmp_path: Path, llvm_tools: Path, zstd_only: Path
+) -> None:
+    """Two bundles, the second a CCOB v3 of gfx950 code: LLVM 21's llvm-objdump lists the first only and exits 0; the
+    probe counts the section's bundles, sets that partial answer (gfx942 only) aside and takes the bundler's."""
+    data = bytearray((CODEOBJECTS / "gfx942_2units.so").read_bytes())
+    second = data.index(b"__CLANG_OFFLOAD_BUNDLE__", data.index(b"__CLANG_OFFLOAD_BUNDLE__") + 1)
+    end = bundle_end(data, second)
+    gfx950 = (CODEOBJECTS / "gfx950.so").read_bytes()
+    first_950 = gfx950.index(b"__CLANG_OFFLOAD_BUNDLE__")
+    packed = hand_made_ccob(gfx950[first_950 : bundle_end(gfx950, first_950)], 3, "zstd")
+    assert len(packed) < end - second
+    data[second:end] = packed + bytes(end - second - len(packed))
+    so = tmp_path / "mixed.so"
+    so.write_bytes(bytes(data))
+    for tool_dir, reader in ((llvm_tools, "clang-offload-bundler"), (zstd_only, "probe (zstd tool)")):
+        doc = probe_module_norm(so, tool_dir, home, tmp_path / tool_dir.name, "gfx950:sramecc+:xnack-", "gfx950")
+        record = doc["aiter"]["module_norm"]
+        assert (record["targets"], record["reader"]) == (["gfx942", "gfx950"], reader)
+        assert record["bundles"] == ["uncompressed", "CCOB v3 zstd"] and doc["status"] == "pass", doc["findings"]
