@@ -268,6 +268,8 @@ def _local_git_bundles(entries: list[Entry], root: Path) -> dict[str, str]:
         source = entry.stack.aiter.git
         if source is None or not source.repo.startswith("file://") or source.repo in served:
             continue
+        if shutil.which("git") is None:
+            raise BuildError(f"{entry.id}: the aiter repository {source.repo} is local, and git is not installed to bundle it")
         name = f"git/{len(served)}-{Path(source.repo).name}.bundle"
         (root / "git").mkdir(exist_ok=True)
         command = ["git", "-C", source.repo.removeprefix("file://"), "bundle", "create", str(root / name), "--all"]
