@@ -135,12 +135,16 @@ def check_triton(source: str, version: str, before: dict[str, str], after: dict[
         ]
     if after == before:
         return []
-    if before and after:
-        change = f"replaced {describe_tritons(before)} with {describe_tritons(after)}"
+    added = {name: v for name, v in after.items() if before.get(name) != v}
+    removed = {name: v for name, v in before.items() if after.get(name) != v}
+    if added and removed:
+        change = f"replaced {describe_tritons(removed)} with {describe_tritons(added)}"
+    elif removed:
+        change = f"removed {describe_tritons(removed)} and installed no Triton"
     elif before:
-        change = f"removed {describe_tritons(before)} and installed no Triton"
+        change = f"installed {describe_tritons(added)} beside {describe_tritons(before)}"
     else:
-        change = f"installed {describe_tritons(after)} where the torch index installed no Triton"
+        change = f"installed {describe_tritons(added)} where the torch index installed no Triton"
     return [
         f"aiter's build {change}; the stack keeps the torch index's Triton (matrix.yaml `triton: torch`, built with "
         "AITER_USE_SYSTEM_TRITON=1, which aiter's setup.py honours only when a Triton is installed)"

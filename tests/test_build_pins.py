@@ -239,6 +239,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
             {"pytorch-triton-rocm": "3.5.1"},
             "replaced pytorch-triton-rocm 3.5.0 with pytorch-triton-rocm 3.5.1",
         ),
+        ({"pytorch-triton-rocm": "3.5.0"}, {"pytorch-triton-rocm": "3.5.0", "triton": "3.7.0"}, "installed triton 3.7.0 beside"),
         ({"pytorch-triton-rocm": "3.5.0"}, {"pytorch-triton-rocm": "3.5.0"}, None),
         ({}, {}, None),
     ],
