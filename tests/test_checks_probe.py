@@ -428,7 +428,7 @@ def test_python_314_decompresses_zstd_itself(llvm_tools: Path) -> None:
     """Python 3.14 has compression.zstd: with no tool on PATH, the probe reads zstd bundles itself (sid's python3.14,
     run through the sid tree's loader like the LLVM tools)."""
     loader = SID_ROOT / "usr" / "lib64" / "ld-linux-x86-64.so.2"
-    python = SID_ROOT / "usr" / "bin" / "python3.14"
+    python = SID_ROOT / "usr" / "bin" / "python3"  # 3.14 in sid now
     if not python.is_file():
         unavailable(f"{python} is missing: rerun scripts/make-codeobject-fixtures --tools")
     code = (
