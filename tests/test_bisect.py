@@ -1,0 +1,415 @@
+"""`invoke bisect` and `invoke bump` against a real local package index (pypiserver) serving eight releases of the
+aiter test double (tests/fixtures/aiter_series.py: 0.1.12-0.1.14 and 0.1.17 lack layernorm2d_fwd), through real pip
+installs in real `local` image builds, run the way the workflow runs them (scripts/ci/bisect, scripts/ci/bump)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+
+import aiter_series
+
+from rocmci import bisect
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / ".github" / "workflows" / "bump.yml"
+
+SERIES_MATRIX = """\
+# rocmci TEST FIXTURE matrix: its aiter is a test double served by a local pypiserver.
+version: 1
+repository: {repository}
+targets:
+  local:
+    kind: cpu
+    runs_on: [ubuntu-latest]
+    device_policy: {{devices: [], group_add: [], shm_size: 2g, network: none}}
+stacks:
+  series:
+    base_image: {{name: rocmci/debian, tag: bookworm, local: true}}
+    python: "3.11"
+    torch: {{version: 2.13.0, index: {torch_index}}}
+    aiter: {{pypi: "{pin}", index: {index}}}
+    fixture: true
+matrix:
+  gpu: [local]
+  stack: [series]
+"""
+
+
+def write_matrix(path: Path, repository: str, index: str, pin: str = "0.1.10", torch_index: str = "") -> Path:
+    torch_index = torch_index or "https://download.pytorch.org/whl/cpu"
+    path.write_text(SERIES_MATRIX.format(repository=repository, index=index, pin=pin, torch_index=torch_index))
+    return path
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def aiter_index(tmp_path_factory):
+    packages = tmp_path_factory.mktemp("aiter-index")
+    wheels = aiter_series.write_series(packages)
+    assert len(wheels) >= 8
+    index = aiter_series.start_index(packages)
+    yield index
+    index.stop()
+
+
+@pytest.fixture(scope="module")
+def series_matrix(tmp_path_factory, aiter_index, registry) -> Path:
+    repository = f"{registry}/rocmci-bisect-{uuid.uuid4().hex[:8]}"
+    return write_matrix(tmp_path_factory.mktemp("matrix") / "matrix.yaml", repository, aiter_index.url)
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("reports")
+
+
+@pytest.fixture(scope="module")
+def warm_layers(engine, series_matrix, wheelhouse, tmp_path_factory):
+    """The stack's current entry (aiter 0.1.10), built once: every layer below aiter is then in the engine's cache."""
+    from rocmci.build import BuildOptions, build_entries
+    from rocmci.matrix import load_plan
+
+    plan = load_plan(series_matrix)
+    options = BuildOptions.resolve(plan.repository, wheelhouse=wheelhouse, log_dir=tmp_path_factory.mktemp("logs"))
+    [result] = build_entries(plan, list(plan.entries), options)
+    assert result.status in ("built", "skipped"), (result.detail, result.log)
+    yield plan
+    _remove_images(engine, plan.repository)
+
+
+def _remove_images(engine, repository: str) -> None:
+    """Only this test's own images (its repository name is unique)."""
+    for image in engine.images.list(name=repository):
+        for tag in image.tags:
+            if tag.startswith(repository + ":"):
+                engine.images.remove(tag, noprune=False)
+
+
+def ci_env(**values: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "INVOKE": f"{sys.executable} -m invoke"}
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    return env | values
+
+
+def run_script(name: str, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "ci" / name)], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode != 0, done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    return lines[0]
+
+
+# ---------------------------------------------------------------- candidates (no builds)
+
+
+def test_the_index_serves_the_series_through_its_simple_api(aiter_index) -> None:
+    versions = bisect.index_versions(aiter_index.url, "amd-aiter")
+    assert versions == list(aiter_series.SERIES)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def torch_page(tmp_path):
+    """A static wheel index page, laid out like download.pytorch.org/whl/<variant>/torch/."""
+    files = [
+        "torch-2.12.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "torch-2.13.0%2Bcpu-cp311-cp311-win_amd64.whl",
+        "torch-2.14.0%2Bcpu-cp312-cp312-manylinux_2_28_x86_64.whl",
+        "torch-2.15.0.dev20260901%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+    ]
+    (tmp_path / "torch").mkdir()
+    links = "\n".join(f'<a href="/whl/torch/{name}#sha256=00">{name.replace("%2B", "+")}</a><br/>' for name in files)
+    (tmp_path / "torch" / "index.html").write_text(
+        f"<!DOCTYPE html>\n<html><body>\n<h1>Links for torch</h1>\n{links}\n</body></html>\n"
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Quiet(*a, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_torch_candidates_come_from_the_index_listing_for_the_stacks_python(torch_page) -> None:
+    assert bisect.index_versions(torch_page, "torch", python="3.11") == ["2.12.0", "2.13.0", "2.15.0.dev20260901"]
+    assert bisect.index_versions(torch_page, "torch", python="3.12") == ["2.14.0"]
+    found = bisect.Candidates(bisect.index_versions(torch_page, "torch", python="3.11"), "page")
+    assert bisect.select_range("--torch", found, "2.12.0", "2.15.0.dev20260901", pre=False) == found.versions
+
+
+def test_pre_and_dev_releases_between_the_ends_only_with_pre() -> None:
+    found = bisect.Candidates(["0.1.10", "0.1.11.dev3", "0.1.11rc1", "0.1.11", "0.1.12"], "a list")
+    assert bisect.select_range("--aiter", found, "0.1.10", "0.1.12", pre=False) == ["0.1.10", "0.1.11", "0.1.12"]
+    assert bisect.select_range("--aiter", found, "0.1.10", "0.1.12", pre=True) == found.versions
+
+
+def test_torch_range_not_on_the_index_for_this_python_is_one_line(torch_page, tmp_path, aiter_index) -> None:
+    matrix = write_matrix(tmp_path / "m.yaml", "127.0.0.1:5000/rocmci-unused", aiter_index.url, torch_index=torch_page)
+    env = ci_env(GPU="local", STACK="series", AXIS="torch", RANGE="2.12.0..2.14.0", MATRIX=str(matrix), REPORTS=str(tmp_path))
+    line = one_line_error(run_script("bisect", env, timeout=120))
+    assert "BAD 2.14.0 is not offered by the torch index" in line, line
+
+
+def test_git_pins_bisect_over_release_tags_in_version_order(tmp_path) -> None:
+    repo = tmp_path / "aiter.git"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for tag in ("v0.1.2", "v0.1.10", "v0.1.9", "not-a-release"):
+        subprocess.run(["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", tag], check=True, env=_git_env())
+        subprocess.run(["git", "-C", str(repo), "tag", tag], check=True)
+    assert bisect.git_tag_versions(f"file://{repo}") == ["v0.1.2", "v0.1.9", "v0.1.10"]
+    with pytest.raises(bisect.BisectError, match="cannot list the tags"):
+        bisect.git_tag_versions(f"file://{tmp_path}/missing.git")
+
+
+def _git_env() -> dict[str, str]:
+    names = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    return {**os.environ, **names}
+
+
+@pytest.mark.parametrize(
+    ("axis_range", "expected"),
+    [
+        ("0.1.14..0.1.12", "GOOD 0.1.14 is not older than BAD 0.1.12"),
+        ("0.1.12..0.1.12", "GOOD 0.1.12 is not older than BAD 0.1.12"),
+        ("0.1.10..0.1.99", "BAD 0.1.99 is not offered by the index"),
+        ("0.1.9..0.1.12", "GOOD 0.1.9 is not offered by the index"),
+        ("0.1.10-0.1.12", "expected GOOD..BAD"),
+    ],
+)
+def test_bad_ranges_are_one_line_each(series_matrix, reports, axis_range: str, expected: str) -> None:
+    env = ci_env(GPU="local", STACK="series", AXIS="aiter", RANGE=axis_range, MATRIX=str(series_matrix), REPORTS=str(reports))
+    line = one_line_error(run_script("bisect", env, timeout=120))
+    assert expected in line, line
+
+
+def test_an_index_that_is_down_is_one_line(tmp_path) -> None:
+    down = f"http://127.0.0.1:{aiter_series.free_port()}/simple/"
+    matrix = write_matrix(tmp_path / "m.yaml", "127.0.0.1:5000/rocmci-unused", down)
+    env = ci_env(GPU="local", STACK="series", AXIS="aiter", RANGE="0.1.10..0.1.14", MATRIX=str(matrix), REPORTS=str(tmp_path))
+    line = one_line_error(run_script("bisect", env, timeout=120))
+    assert line.startswith(f"cannot read amd-aiter from the index {down}: "), line
+
+
+def test_binary_search_bound() -> None:
+    assert [bisect.bound(n) for n in (2, 3, 5, 8, 9)] == [2, 3, 4, 5, 5]
+
+
+# ---------------------------------------------------------------- the bisect, built and validated
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_bisect_finds_the_first_bad_release_and_resumes_after_an_interruption(series_matrix, reports, warm_layers, wheelhouse):
+    summary = reports / "step-summary.md"
+    env = ci_env(
+        GPU="local",
+        STACK="series",
+        AXIS="aiter",
+        RANGE="0.1.10..0.1.14",
+        BAD_IF="verdict",
+        MATRIX=str(series_matrix),
+        REPORTS=str(reports),
+        WHEELHOUSE=str(wheelhouse),
+        GITHUB_STEP_SUMMARY=str(summary),
+    )
+    workdir = reports / "bisect" / "local-series-aiter"
+    log = workdir / "log.jsonl"
+    # First run: interrupted (SIGINT, as Ctrl-C or a cancelled job) once both ends are in the log.
+    first = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "ci" / "bisect")],
+        env=env,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and first.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(1)
+    assert first.poll() is None, first.communicate()[0]
+    first.send_signal(signal.SIGINT)
+    first_output = first.communicate(timeout=300)[0]
+    print(first_output)
+    assert first.returncode != 0
+    assert "run the same command to resume" in first_output
+    assert not (workdir / "bisect.json").exists(), "an interrupted bisect must not write a result"
+    interrupted_steps = len(log.read_text().splitlines())
+
+    second = run_script("bisect", env)
+    print(second.stdout, second.stderr)
+    assert second.returncode == 0, second.stderr
+    result = bisect.read_result(workdir / "bisect.json")
+    assert (result.first_bad, result.last_good) == ("0.1.12", "0.1.11")
+    assert any(line.startswith("+ finding aiter.symbol.missing") for line in result.changed), result.changed
+    assert result.validations <= bisect.bound(len(result.candidates)) == 4
+    assert [v.pin for v in result.steps] == ["0.1.10", "0.1.14", "0.1.12", "0.1.11"]  # both ends, then halving
+    reused = [v for v in result.steps if v.from_log]
+    assert len(reused) >= interrupted_steps >= 2, "the resumed run must take every logged step from the log"
+    assert result.validations_new == len(result.steps) - len(reused)
+    for view in result.steps:
+        build = view.record.build
+        below = build.reused_below(bisect.AITER_LAYER)
+        print(
+            f"{view.pin}: build {build.status}, {build.cached}/{len(build.layers)} layers from the cache, below aiter reused: {below}"
+        )
+        assert build.status == "skipped" or below is True, f"{view.pin} rebuilt layers below aiter: {build.layers}"
+    assert "first bad aiter pin: 0.1.12 (last good: 0.1.11)" in second.stdout
+    assert "first bad aiter pin: 0.1.12" in summary.read_text()
+    markdown = (workdir / "bisect.md").read_text()
+    assert "aiter.symbol.missing" in markdown and "| 4 |" in markdown
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_bisect_refuses_a_range_whose_bad_end_passes(series_matrix, reports, warm_layers, wheelhouse):
+    env = ci_env(
+        GPU="local",
+        STACK="series",
+        AXIS="aiter",
+        RANGE="0.1.11..0.1.15",
+        MATRIX=str(series_matrix),
+        REPORTS=str(reports),
+        WHEELHOUSE=str(wheelhouse),
+    )
+    done = run_script("bisect", env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "BAD 0.1.15 is good, not bad (verdict pass" in done.stderr.strip().splitlines()[-1]
+    assert "nothing to bisect" in done.stderr
+
+
+# ---------------------------------------------------------------- bump
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_bump_proposes_the_newest_release_that_passes_not_the_newest(series_matrix, warm_layers, wheelhouse, tmp_path):
+    out = tmp_path / "bump"
+    summary = tmp_path / "summary.md"
+    env = ci_env(
+        GPU="local",
+        STACK="series",
+        MATRIX=str(series_matrix),
+        OUT=str(out),
+        WHEELHOUSE=str(wheelhouse),
+        GITHUB_STEP_SUMMARY=str(summary),
+    )
+    done = run_script("bump", env)
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr
+
+    patch = (out / "matrix.patch").read_text()
+    assert '-    aiter: {pypi: "0.1.10", index: ' in patch, patch
+    assert '+    aiter: {pypi: "0.1.16", index: ' in patch, patch
+    assert "torch" not in "".join(line for line in patch.splitlines(True) if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+    # The patch applies to the matrix and leaves a valid matrix that pins the proposal.
+    applied = tmp_path / "applied"
+    applied.mkdir()
+    (applied / series_matrix.name).write_text(series_matrix.read_text())
+    subprocess.run(["git", "apply", "-p1", str(out / "matrix.patch")], cwd=applied, check=True)
+    from rocmci.matrix import load_plan
+
+    [entry] = load_plan(applied / series_matrix.name).entries
+    assert entry.stack.aiter.pypi == "0.1.16"
+
+    body = (out / "pr-body.md").read_text()
+    before = body.split("### Compatibility matrix before", 1)[1].split("###", 1)[0]
+    after = body.split("### Compatibility matrix after", 1)[1].split("###", 1)[0]
+    assert "aiter 0.1.10" in before and "pass (CPU only" in before
+    assert "aiter 0.1.16" in after and "pass (CPU only" in after
+    assert "### LayerNorm per GPU" in body and "| series | local | no GPU figure (CPU only) | no GPU figure (CPU only) |" in body
+    not_proposed = body.split("### Not proposed", 1)[1]
+    assert "aiter 0.1.17: fail" in not_proposed and "aiter.symbol.missing" in not_proposed
+    assert "torch: cannot read torch from the index https://download.pytorch.org/whl/cpu" in not_proposed
+    assert summary.read_text() == body + "\n" or body in summary.read_text()
+    result = json.loads((out / "bump.json").read_text())
+    [aiter, _torch] = result["stacks"][0]["proposals"]
+    assert [t["pin"] for t in aiter["tried"]] == ["0.1.17", "0.1.16"]
+
+
+# ---------------------------------------------------------------- matrix, patch and workflow (no builds)
+
+
+def test_a_pypi_pin_may_name_its_index_and_only_a_pypi_pin(tmp_path) -> None:
+    from rocmci.errors import MatrixError
+    from rocmci.matrix import load_plan
+
+    good = write_matrix(tmp_path / "ok.yaml", "127.0.0.1:5000/x", "http://127.0.0.1:9/simple/")
+    [entry] = load_plan(good).entries
+    assert entry.build_args["AITER_INDEX_URL"] == "http://127.0.0.1:9/simple/"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        good.read_text().replace(
+            'aiter: {pypi: "0.1.10", index:', "aiter: {git: {repo: https://github.com/ROCm/aiter, ref: v0.1.20}, index:"
+        )
+    )
+    with pytest.raises(MatrixError) as caught:
+        load_plan(bad)
+    [line] = str(caught.value).splitlines()
+    assert line.startswith(f"{bad}:14: stacks.series.aiter: expected index only beside a pypi pin"), line
+
+
+def test_edit_pin_changes_one_value_in_place_and_keeps_the_rest(tmp_path) -> None:
+    from rocmci.bump import edit_pin, unified_patch
+
+    text = write_matrix(tmp_path / "m.yaml", "127.0.0.1:5000/x", "http://127.0.0.1:9/simple/").read_text()
+    new = edit_pin(text, "m.yaml", "series", ("aiter", "pypi"), "0.1.10", "0.1.16")
+    patch = unified_patch(text, new, "matrix.yaml")
+    changed = [line for line in patch.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert changed == [
+        '-    aiter: {pypi: "0.1.10", index: http://127.0.0.1:9/simple/}',
+        '+    aiter: {pypi: "0.1.16", index: http://127.0.0.1:9/simple/}',
+    ]
+    with pytest.raises(bisect.BisectError, match=r"cannot find '0\.1\.9'"):
+        edit_pin(text, "m.yaml", "series", ("aiter", "pypi"), "0.1.9", "0.1.16")
+
+
+def test_bump_workflow_shape_and_least_privilege() -> None:
+    import re
+
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    on = doc.get("on", doc.get(True))
+    assert set(on) == {"schedule", "workflow_dispatch"}, "no pull_request trigger may reach the runners that build"
+    assert doc["permissions"] == {}
+    for name, job in doc["jobs"].items():
+        expected = {"contents": "write", "pull-requests": "write"} if name == "pull-request" else {"contents": "read"}
+        assert job["permissions"] == expected, (name, job["permissions"])
+        for step in job["steps"]:
+            uses = step.get("uses", "")
+            if uses:
+                assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", uses), uses
+            if uses.startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+            assert "${{" not in step.get("run", ""), step.get("run")
+    assert doc["jobs"]["pull-request"]["runs-on"] == "ubuntu-latest", "the job with write permissions never runs on a GPU host"
+    runs = {name: " ".join(s.get("run", "") for s in job["steps"]) for name, job in doc["jobs"].items()}
+    assert "scripts/ci/bump" in runs["bump"] and "scripts/ci/bisect" in runs["bisect"]
+    assert "# v7.0.8" in WORKFLOW.read_text() and "ROCMCI_BUMP_TOKEN" in WORKFLOW.read_text()
