@@ -187,6 +187,7 @@ def pipeline(c, gpu, entry=None, registry=None, wheelhouse=None, ca_cert="auto",
         "torch": "GOOD..BAD torch versions on the stack's torch index",
         "bad_if": "what is bad: verdict (default), a finding code such as aiter.symbol.missing, or gate:NAME",
         "pre": "also try pre-releases and dev releases between GOOD and BAD",
+        "commits": "git pins: every first-parent commit from GOOD to BAD (GOOD and BAD: tags, branches or commits)",
         "registry": REGISTRY,
         "ca_cert": "extra CA bundle for the index and builds: auto, a path, or none",
         "wheelhouse": "install from this wheelhouse, offline (a pypi pin without index: takes its candidates from it)",
@@ -208,6 +209,7 @@ def bisect(
     wheelhouse=None,
     backend="auto",
     reports="reports",
+    commits=False,
     file=None,
 ):
     """Find the first bad aiter or torch pin of a stack between a good and a bad one (resumes from its log)."""
@@ -225,6 +227,7 @@ def bisect(
         wheelhouse=wheelhouse,
         backend=backend,
         reports_dir=reports,
+        commits=commits,
     )
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import aiter_series  # noqa: E402
-from test_bisect import write_matrix  # noqa: E402
+from test_bisect import private_base, write_matrix  # noqa: E402
 
 from rocmci import bisect  # noqa: E402
 from rocmci.build import BuildOptions, build_entries  # noqa: E402
@@ -35,11 +35,13 @@ from rocmci.run import RunOptions, validate_entries  # noqa: E402
 GOOD, BAD = "0.1.10", "0.1.14"
 
 
-def plain(pins: list[str], index_url: str, repository: str, wheelhouse: Path, work: Path) -> tuple[float, dict[str, str]]:
+def plain(
+    pins: list[str], index_url: str, repository: str, wheelhouse: Path, work: Path, base: str
+) -> tuple[float, dict[str, str]]:
     started = time.monotonic()
     verdicts = {}
     for pin in pins:
-        matrix = write_matrix(work / f"matrix-{pin}.yaml", repository, index_url, pin=pin)
+        matrix = write_matrix(work / f"matrix-{pin}.yaml", repository, index_url, pin=pin, base=base)
         plan = load_plan(matrix)
         options = BuildOptions.resolve(repository, wheelhouse=wheelhouse, log_dir=work / "plain-logs", check_registry=False)
         [built] = build_entries(plan, list(plan.entries), options)
@@ -61,8 +63,10 @@ def main() -> int:
         aiter_series.write_series(work / "packages")
         index_a = aiter_series.start_index(work / "packages")
         index_b = aiter_series.start_index(work / "packages")
+        client = docker_client()
+        base = private_base(client, f"bench-{uuid.uuid4().hex[:8]}")
         try:
-            warm = load_plan(write_matrix(work / "warm.yaml", repository, index_a.url, pin=GOOD))
+            warm = load_plan(write_matrix(work / "warm.yaml", repository, index_a.url, pin=GOOD, base=base))
             options = BuildOptions.resolve(
                 repository, wheelhouse=args.wheelhouse, log_dir=work / "warm-logs", check_registry=False
             )
@@ -73,7 +77,7 @@ def main() -> int:
             result = bisect.run_bisect(warm, request, options)
             bisect_s = time.monotonic() - started
             pins = [view.pin for view in result.steps]
-            plain_s, verdicts = plain(pins, index_b.url, repository, args.wheelhouse, work)
+            plain_s, verdicts = plain(pins, index_b.url, repository, args.wheelhouse, work, base)
             print(bisect.summary_table(result))
             print(f"\nbisect {GOOD}..{BAD}: first bad {result.first_bad}, {result.validations} validations, {bisect_s:.0f}s")
             print(f"plain build+validate of the same {len(pins)} pins one after another: {plain_s:.0f}s ({verdicts})")
@@ -81,7 +85,7 @@ def main() -> int:
             if args.linear:
                 index_c = aiter_series.start_index(work / "packages")
                 try:
-                    linear_s, linear = plain(result.candidates, index_c.url, repository, args.wheelhouse, work)
+                    linear_s, linear = plain(result.candidates, index_c.url, repository, args.wheelhouse, work, base)
                 finally:
                     index_c.stop()
                 print(f"linear scan, all {len(result.candidates)} candidates: {linear_s:.0f}s ({linear})")
@@ -89,10 +93,10 @@ def main() -> int:
         finally:
             index_a.stop()
             index_b.stop()
-            client = docker_client()
             for image in client.images.list(name=repository):
                 for tag in image.tags:
                     client.images.remove(tag)
+            client.images.remove(base)
     return 0
 
 

@@ -143,6 +143,39 @@ def git_tag_versions(repo: str) -> list[str]:
     return sorted(released, key=lambda tag: released[tag])
 
 
+def _git(*args: str, cwd: Path | None = None) -> str:
+    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False, timeout=600, cwd=cwd)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"git exited {done.returncode}"])[-1]
+        raise BisectError(f"git {args[0]}: {reason}")
+    return done.stdout
+
+
+def git_commits_between(repo: str, good: str, bad: str) -> list[str]:
+    """GOOD, then every commit on BAD's first-parent line after GOOD up to BAD, as full hashes (oldest first).
+
+    A blobless clone (`--filter=blob:none`) fetches commits and trees only; a `file://` source honours the filter
+    only where its repository sets `uploadpack.allowFilter` (otherwise git warns and clones everything)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rocmci-bisect-git-") as tmp:
+        clone = Path(tmp) / "aiter.git"
+        try:
+            _git("clone", "--quiet", "--bare", "--filter=blob:none", repo, str(clone))
+        except BisectError as exc:
+            raise BisectError(f"cannot clone {repo}: {exc}") from None
+        ends = []
+        for name, ref in (("GOOD", good), ("BAD", bad)):
+            try:
+                ends.append(_git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=clone).strip())
+            except BisectError:
+                raise BisectError(f"--aiter: {name} {ref} is no commit, tag or branch of {repo}") from None
+        if subprocess.run(["git", "merge-base", "--is-ancestor", *ends], cwd=clone, check=False).returncode != 0:
+            raise BisectError(f"--aiter: GOOD {good} is not an ancestor of BAD {bad} in {repo}: expected OLDER..NEWER")
+        between = _git("rev-list", "--reverse", "--first-parent", f"{ends[0]}..{ends[1]}", cwd=clone).split()
+    return [ends[0], *between]
+
+
 def candidates_for(entry: Entry, axis: Axis, ca_cert: Path | None, wheelhouse: Path | None) -> Candidates:
     """Every version the pin's source offers, oldest first."""
     stack = entry.stack
@@ -431,6 +464,7 @@ class BisectRequest:
     bad_if: str = "verdict"
     pre: bool = False
     reports_dir: Path = Path("reports")
+    commits: bool = False
 
     @property
     def name(self) -> str:
@@ -484,6 +518,16 @@ def _stack_entry(plan: Plan, gpu: str, stack: str) -> Entry:
     return entries[0]
 
 
+def commit_range(entry: Entry, request: BisectRequest) -> list[str]:
+    git = entry.stack.aiter.git
+    if request.axis != "aiter" or git is None:
+        raise BisectError(f"--commits: stack {entry.stack_name} has no git aiter pin (commits exist only for git pins)")
+    pins = git_commits_between(git.repo, request.good, request.bad)
+    if len(pins) < 2:
+        raise BisectError(f"--aiter: GOOD {request.good} is not older than BAD {request.bad}: expected OLDER..NEWER")
+    return pins
+
+
 def bound(candidates: int) -> int:
     """Validations a bisect needs at most without skips: both ends, then a binary search of the pins between."""
     return 2 + (math.ceil(math.log2(candidates - 1)) if candidates > 2 else 0)
@@ -511,8 +555,12 @@ def run_bisect(
     flag = f"--{request.axis}"
     entry = _stack_entry(plan, request.gpu, request.stack)
     options = dataclasses.replace(build_options, log_dir=request.workdir / "logs", check_registry=False, push=False)
-    found = found or candidates_for(entry, request.axis, options.ca_cert, options.wheelhouse)
-    pins = select_range(flag, found, request.good, request.bad, request.pre)
+    if request.commits:
+        pins = commit_range(entry, request)
+        found = Candidates(pins, f"the first-parent commits of {entry.stack.aiter.git.repo}")  # type: ignore[union-attr]
+    else:
+        found = found or candidates_for(entry, request.axis, options.ca_cert, options.wheelhouse)
+        pins = select_range(flag, found, request.good, request.bad, request.pre)
     progress = progress or Progress(width=max(len(request.name), 12))
     progress.line(request.name, "candidates", f"{len(pins)} from {found.source}: {', '.join(pins)}")
     entries = [variant_entry(entry, **{request.axis: pin}) for pin in pins]  # type: ignore[arg-type]

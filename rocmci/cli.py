@@ -312,6 +312,7 @@ def bisect(
     wheelhouse: str | None,
     backend: str,
     reports_dir: str,
+    commits: bool = False,
 ) -> None:
     """The first bad aiter (or torch) pin of a stack between GOOD and BAD; resumes from its log when run again."""
     from rocmci import bisect as bisecting
@@ -322,7 +323,9 @@ def bisect(
     axis = "aiter" if aiter else "torch"
     good, bad = bisecting.parse_range(f"--{axis}", aiter or torch or "")
     plan = load_plan(file)
-    request = bisecting.BisectRequest(gpu, stack, axis, good, bad, bisecting.check_bad_if(bad_if), pre, Path(reports_dir))
+    request = bisecting.BisectRequest(
+        gpu, stack, axis, good, bad, bisecting.check_bad_if(bad_if), pre, Path(reports_dir), commits
+    )
     options = _build_options(plan, registry, ca_cert, wheelhouse, backend)
     try:
         result = bisecting.run_bisect(plan, request, options)

@@ -38,7 +38,7 @@ targets:
     device_policy: {{devices: [], group_add: [], shm_size: 2g, network: none}}
 stacks:
   series:
-    base_image: {{name: rocmci/debian, tag: bookworm, local: true}}
+    base_image: {{name: {base_name}, tag: {base_tag}, local: true}}
     python: "3.11"
     torch: {{version: 2.13.0, index: {torch_index}}}
     aiter: {{pypi: "{pin}", index: {index}}}
@@ -49,10 +49,32 @@ matrix:
 """
 
 
-def write_matrix(path: Path, repository: str, index: str, pin: str = "0.1.10", torch_index: str = "") -> Path:
+def write_matrix(
+    path: Path, repository: str, index: str, pin: str = "0.1.10", torch_index: str = "", base: str = "rocmci/debian:bookworm"
+) -> Path:
     torch_index = torch_index or "https://download.pytorch.org/whl/cpu"
-    path.write_text(SERIES_MATRIX.format(repository=repository, index=index, pin=pin, torch_index=torch_index))
+    base_name, base_tag = base.rsplit(":", 1)
+    text = SERIES_MATRIX.format(
+        repository=repository, index=index, pin=pin, torch_index=torch_index, base_name=base_name, base_tag=base_tag
+    )
+    path.write_text(text)
     return path
+
+
+def private_base(engine, name: str) -> str:
+    """rocmci/debian:bookworm under a new image id (one label more). The legacy builder takes a cached layer from
+    the newest image with the same parent and instruction, so on an engine that other checkouts build on, a chain
+    that shares the base with theirs can switch to one of theirs mid-build; a base of its own keeps it apart."""
+    import io
+
+    from rocmci.build import ensure_local_base
+    from rocmci.matrix import BaseImage
+    from rocmci.progress import Progress
+
+    ensure_local_base(BaseImage(name="rocmci/debian", tag="bookworm", local=True), Progress())
+    dockerfile = f"FROM rocmci/debian:bookworm\nLABEL io.rocmci.test-base={name}\n".encode()
+    engine.images.build(fileobj=io.BytesIO(dockerfile), tag=f"rocmci-test/debian:{name}", rm=True)
+    return f"rocmci-test/debian:{name}"
 
 
 # ---------------------------------------------------------------- fixtures
@@ -69,14 +91,26 @@ def aiter_index(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def series_matrix(tmp_path_factory, aiter_index, registry) -> Path:
+def base_image(engine):
+    ref = private_base(engine, f"bisect-{uuid.uuid4().hex[:8]}")
+    yield ref
+    engine.images.remove(ref, noprune=False)
+
+
+@pytest.fixture(scope="module")
+def series_matrix(tmp_path_factory, aiter_index, registry, base_image) -> Path:
     repository = f"{registry}/rocmci-bisect-{uuid.uuid4().hex[:8]}"
-    return write_matrix(tmp_path_factory.mktemp("matrix") / "matrix.yaml", repository, aiter_index.url)
+    return write_matrix(tmp_path_factory.mktemp("matrix") / "matrix.yaml", repository, aiter_index.url, base=base_image)
 
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("reports")
+
+
+# The build file server's port is a build arg of the first RUN: one port of this module's own keeps every build
+# here (in this process and in the scripts it runs) on the same layers, whatever ports other builds hold.
+FILESERVER_PORT = str(aiter_series.free_port())
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +120,9 @@ def warm_layers(engine, series_matrix, wheelhouse, tmp_path_factory):
     from rocmci.matrix import load_plan
 
     plan = load_plan(series_matrix)
-    options = BuildOptions.resolve(plan.repository, wheelhouse=wheelhouse, log_dir=tmp_path_factory.mktemp("logs"))
+    options = BuildOptions.resolve(
+        plan.repository, wheelhouse=wheelhouse, log_dir=tmp_path_factory.mktemp("logs"), fileserver_port=int(FILESERVER_PORT)
+    )
     [result] = build_entries(plan, list(plan.entries), options)
     assert result.status in ("built", "skipped"), (result.detail, result.log)
     yield plan
@@ -102,9 +138,19 @@ def _remove_images(engine, repository: str) -> None:
 
 
 def ci_env(**values: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "INVOKE": f"{sys.executable} -m invoke"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "INVOKE": f"{sys.executable} -m invoke",
+        "ROCMCI_FILESERVER_PORT": FILESERVER_PORT,
+    }
     env.pop("GITHUB_STEP_SUMMARY", None)
     return env | values
+
+
+def series_env(matrix: Path, reports: Path, **values: str) -> dict[str, str]:
+    """What the workflow's job gives scripts/ci/*, for the `series` stack on the `local` target."""
+    return ci_env(GPU="local", STACK="series", MATRIX=str(matrix), REPORTS=str(reports), OUT=str(reports / "bump"), **values)
 
 
 def run_script(name: str, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
@@ -171,7 +217,7 @@ def test_pre_and_dev_releases_between_the_ends_only_with_pre() -> None:
 
 def test_torch_range_not_on_the_index_for_this_python_is_one_line(torch_page, tmp_path, aiter_index) -> None:
     matrix = write_matrix(tmp_path / "m.yaml", "127.0.0.1:5000/rocmci-unused", aiter_index.url, torch_index=torch_page)
-    env = ci_env(GPU="local", STACK="series", AXIS="torch", RANGE="2.12.0..2.14.0", MATRIX=str(matrix), REPORTS=str(tmp_path))
+    env = series_env(matrix, tmp_path, AXIS="torch", RANGE="2.12.0..2.14.0")
     line = one_line_error(run_script("bisect", env, timeout=120))
     assert "BAD 2.14.0 is not offered by the torch index" in line, line
 
@@ -185,6 +231,29 @@ def test_git_pins_bisect_over_release_tags_in_version_order(tmp_path) -> None:
     assert bisect.git_tag_versions(f"file://{repo}") == ["v0.1.2", "v0.1.9", "v0.1.10"]
     with pytest.raises(bisect.BisectError, match="cannot list the tags"):
         bisect.git_tag_versions(f"file://{tmp_path}/missing.git")
+
+
+def test_git_pins_bisect_over_first_parent_commits_from_a_blobless_clone(tmp_path) -> None:
+    repo = tmp_path / "aiter.git"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    # A file:// source honours --filter=blob:none only with uploadpack.allowFilter (else git clones every blob).
+    subprocess.run(["git", "-C", str(repo), "config", "uploadpack.allowFilter", "true"], check=True)
+    hashes = []
+    for number in range(6):
+        (repo / "f.txt").write_text(f"{number}\n")
+        subprocess.run(["git", "-C", str(repo), "add", "f.txt"], check=True)
+        subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", f"c{number}"], check=True, env=_git_env())
+        hashes.append(
+            subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+    subprocess.run(["git", "-C", str(repo), "tag", "v0.1.1", hashes[1]], check=True)
+    assert bisect.git_commits_between(f"file://{repo}", "v0.1.1", hashes[4][:10]) == hashes[1:5]
+    with pytest.raises(bisect.BisectError, match="is not an ancestor of BAD"):
+        bisect.git_commits_between(f"file://{repo}", hashes[4], "v0.1.1")
+    with pytest.raises(bisect.BisectError, match="BAD nope is no commit, tag or branch"):
+        bisect.git_commits_between(f"file://{repo}", "v0.1.1", "nope")
 
 
 def _git_env() -> dict[str, str]:
@@ -202,8 +271,9 @@ def _git_env() -> dict[str, str]:
         ("0.1.10-0.1.12", "expected GOOD..BAD"),
     ],
 )
-def test_bad_ranges_are_one_line_each(series_matrix, reports, axis_range: str, expected: str) -> None:
-    env = ci_env(GPU="local", STACK="series", AXIS="aiter", RANGE=axis_range, MATRIX=str(series_matrix), REPORTS=str(reports))
+def test_bad_ranges_are_one_line_each(aiter_index, tmp_path, axis_range: str, expected: str) -> None:
+    matrix = write_matrix(tmp_path / "m.yaml", "127.0.0.1:5000/rocmci-unused", aiter_index.url)
+    env = series_env(matrix, tmp_path, AXIS="aiter", RANGE=axis_range)
     line = one_line_error(run_script("bisect", env, timeout=120))
     assert expected in line, line
 
@@ -211,7 +281,7 @@ def test_bad_ranges_are_one_line_each(series_matrix, reports, axis_range: str, e
 def test_an_index_that_is_down_is_one_line(tmp_path) -> None:
     down = f"http://127.0.0.1:{aiter_series.free_port()}/simple/"
     matrix = write_matrix(tmp_path / "m.yaml", "127.0.0.1:5000/rocmci-unused", down)
-    env = ci_env(GPU="local", STACK="series", AXIS="aiter", RANGE="0.1.10..0.1.14", MATRIX=str(matrix), REPORTS=str(tmp_path))
+    env = series_env(matrix, tmp_path, AXIS="aiter", RANGE="0.1.10..0.1.14")
     line = one_line_error(run_script("bisect", env, timeout=120))
     assert line.startswith(f"cannot read amd-aiter from the index {down}: "), line
 
@@ -227,14 +297,12 @@ def test_binary_search_bound() -> None:
 @pytest.mark.slow
 def test_bisect_finds_the_first_bad_release_and_resumes_after_an_interruption(series_matrix, reports, warm_layers, wheelhouse):
     summary = reports / "step-summary.md"
-    env = ci_env(
-        GPU="local",
-        STACK="series",
+    env = series_env(
+        series_matrix,
+        reports,
         AXIS="aiter",
         RANGE="0.1.10..0.1.14",
         BAD_IF="verdict",
-        MATRIX=str(series_matrix),
-        REPORTS=str(reports),
         WHEELHOUSE=str(wheelhouse),
         GITHUB_STEP_SUMMARY=str(summary),
     )
@@ -290,15 +358,7 @@ def test_bisect_finds_the_first_bad_release_and_resumes_after_an_interruption(se
 @pytest.mark.docker
 @pytest.mark.slow
 def test_bisect_refuses_a_range_whose_bad_end_passes(series_matrix, reports, warm_layers, wheelhouse):
-    env = ci_env(
-        GPU="local",
-        STACK="series",
-        AXIS="aiter",
-        RANGE="0.1.11..0.1.15",
-        MATRIX=str(series_matrix),
-        REPORTS=str(reports),
-        WHEELHOUSE=str(wheelhouse),
-    )
+    env = series_env(series_matrix, reports, AXIS="aiter", RANGE="0.1.11..0.1.15", WHEELHOUSE=str(wheelhouse))
     done = run_script("bisect", env)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
@@ -314,14 +374,7 @@ def test_bisect_refuses_a_range_whose_bad_end_passes(series_matrix, reports, war
 def test_bump_proposes_the_newest_release_that_passes_not_the_newest(series_matrix, warm_layers, wheelhouse, tmp_path):
     out = tmp_path / "bump"
     summary = tmp_path / "summary.md"
-    env = ci_env(
-        GPU="local",
-        STACK="series",
-        MATRIX=str(series_matrix),
-        OUT=str(out),
-        WHEELHOUSE=str(wheelhouse),
-        GITHUB_STEP_SUMMARY=str(summary),
-    )
+    env = series_env(series_matrix, tmp_path, WHEELHOUSE=str(wheelhouse), GITHUB_STEP_SUMMARY=str(summary))
     done = run_script("bump", env)
     print(done.stdout, done.stderr)
     assert done.returncode == 0, done.stderr
