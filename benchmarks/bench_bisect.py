@@ -33,6 +33,8 @@ from rocmci.report import verdict_for  # noqa: E402
 from rocmci.run import RunOptions, validate_entries  # noqa: E402
 
 GOOD, BAD = "0.1.10", "0.1.14"
+# One build file-server port for every build here: it is a build arg of the first RUN, so both sides share layers.
+PORT = aiter_series.free_port()
 
 
 def plain(
@@ -43,7 +45,9 @@ def plain(
     for pin in pins:
         matrix = write_matrix(work / f"matrix-{pin}.yaml", repository, index_url, pin=pin, base=base)
         plan = load_plan(matrix)
-        options = BuildOptions.resolve(repository, wheelhouse=wheelhouse, log_dir=work / "plain-logs", check_registry=False)
+        options = BuildOptions.resolve(
+            repository, wheelhouse=wheelhouse, log_dir=work / "plain-logs", check_registry=False, fileserver_port=PORT
+        )
         [built] = build_entries(plan, list(plan.entries), options)
         assert built.status != "failed", built.detail
         validate_entries(plan, list(plan.entries), RunOptions(repository, work / "plain-reports"))
@@ -68,7 +72,7 @@ def main() -> int:
         try:
             warm = load_plan(write_matrix(work / "warm.yaml", repository, index_a.url, pin=GOOD, base=base))
             options = BuildOptions.resolve(
-                repository, wheelhouse=args.wheelhouse, log_dir=work / "warm-logs", check_registry=False
+                repository, wheelhouse=args.wheelhouse, log_dir=work / "warm-logs", check_registry=False, fileserver_port=PORT
             )
             build_entries(warm, list(warm.entries), options)
 

@@ -466,3 +466,52 @@ def test_bump_workflow_shape_and_least_privilege() -> None:
     runs = {name: " ".join(s.get("run", "") for s in job["steps"]) for name, job in doc["jobs"].items()}
     assert "scripts/ci/bump" in runs["bump"] and "scripts/ci/bisect" in runs["bisect"]
     assert "# v7.0.8" in WORKFLOW.read_text() and "ROCMCI_BUMP_TOKEN" in WORKFLOW.read_text()
+
+
+def _record(
+    verdict: str | None, codes: tuple[str, ...] = (), gates: dict[str, bool] | None = None, build: str = "built"
+) -> bisect.StepRecord:
+    validation = None
+    if verdict is not None:
+        validation = bisect.ValidationRecord(
+            verdict=verdict,
+            label=verdict,
+            reasons=[f"probe: {code}: ..." for code in codes],
+            findings=[bisect.FindingRecord(code=code, severity="error", message="m") for code in codes],
+            gates=gates or {},
+            seconds=1.0,
+            report_dir="r",
+        )
+    return bisect.StepRecord(
+        pin="0.1.12",
+        entry_id="e",
+        tag="t",
+        build=bisect.BuildRecord(status=build, seconds=1.0, detail="pip could not reach the index" if build == "failed" else ""),
+        validation=validation,
+        finished="2026-12-01T00:00:00+00:00",
+    )
+
+
+def test_what_counts_as_bad_is_chosen_and_unanswerable_steps_are_skips() -> None:
+    missing = _record("fail", ("aiter.symbol.missing",))
+    assert bisect.classify(missing, "verdict")[0] == "bad"
+    assert bisect.classify(missing, "aiter.symbol.missing")[0] == "bad"
+    assert bisect.classify(missing, "aiter.version_mismatch")[0] == "good"
+    slow = _record("fail", gates={"k_norm.speedup_vs_torch_upcast": False})
+    assert bisect.classify(slow, "gate:k_norm.speedup_vs_torch_upcast")[0] == "bad"
+    assert bisect.classify(_record("pass"), "gate:k_norm.speedup_vs_torch_upcast") == (
+        "skip",
+        "gate k_norm.speedup_vs_torch_upcast was not measured (known here: none)",
+    )
+    assert bisect.classify(_record(None, build="failed"), "verdict") == ("skip", "build failed: pip could not reach the index")
+    assert bisect.classify(_record("error"), "verdict")[0] == "skip"
+    with pytest.raises(bisect.BisectError, match="--bad-if: expected verdict"):
+        bisect.check_bad_if("Not A Code")
+    assert bisect.changed_between(_record("pass"), missing)[1].startswith("+ finding aiter.symbol.missing (error)")
+
+
+def test_a_skipped_pin_moves_the_search_to_its_neighbour() -> None:
+    assert bisect._next_probe(0, 8, set()) == 4
+    assert bisect._next_probe(0, 8, {4}) == 3
+    assert bisect._next_probe(0, 8, {3, 4}) == 5
+    assert bisect._next_probe(3, 5, {4}) is None
