@@ -242,6 +242,7 @@ def bisect(
         "wheelhouse": "install from this wheelhouse, offline",
         "backend": "auto, sdk or bake",
         "out": "where matrix.patch, pr-body.md and bump.json go",
+        "canary": "try the head of this upstream aiter branch instead of releases (git pins of ROCm/aiter only)",
         "file": FILE,
     }
 )
@@ -256,6 +257,7 @@ def bump(
     wheelhouse=None,
     backend="auto",
     out="reports/bump",
+    canary=None,
     file=None,
 ):
     """Propose the newest aiter and torch pins that pass: a matrix.yaml patch and a pull-request body."""
@@ -271,4 +273,5 @@ def bump(
         wheelhouse=wheelhouse,
         backend=backend,
         out=out,
+        canary=canary,
     )

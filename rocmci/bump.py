@@ -151,6 +151,36 @@ def _patch_name(source: Path) -> str:
     return source.name
 
 
+# ---------------------------------------------------------------- a canary: the head of an upstream branch
+
+UPSTREAM_AITER = "https://github.com/ROCm/aiter"
+
+
+def branch_head(repo: str, branch: str) -> str:
+    """The commit a branch of `repo` points at now (`git ls-remote`, no clone)."""
+    from rocmci.bisect import _git
+
+    try:
+        lines = _git("ls-remote", "--heads", repo, f"refs/heads/{branch}").split()
+    except BisectError as exc:
+        raise BisectError(f"--canary: cannot read the branches of {repo}: {exc}") from None
+    if not lines:
+        raise BisectError(f"--canary: {repo} has no branch {branch!r}")
+    return lines[0]
+
+
+def canary_head(entry: Entry, branch: str) -> str:
+    """A canary builds code nobody reviewed: only for a git pin of the upstream aiter repository, never a fork."""
+    git = entry.stack.aiter.git
+    if git is None:
+        raise BisectError(
+            f"--canary: stack {entry.stack_name} pins aiter as {entry.stack.aiter.kind}; a branch head needs a git pin"
+        )
+    if git.repo.rstrip("/").removesuffix(".git") != UPSTREAM_AITER:
+        raise BisectError(f"--canary: {git.repo} is not the upstream aiter repository {UPSTREAM_AITER}: never a canary of a fork")
+    return branch_head(git.repo, branch)
+
+
 # ---------------------------------------------------------------- one stack
 
 
@@ -163,6 +193,7 @@ class _StackRun:
     text: str
     tries: int
     pre: bool
+    canary: str | None = None
 
     def evaluate(self, entry: Entry, pin: str) -> StepRecord:
         self.progress.line(self.entry.stack_name, "candidate", f"{entry.id}: build and validate")
@@ -190,7 +221,7 @@ class _StackRun:
             proposal.note = "aiter is pinned to one wheel URL: nothing to look up"
             return proposal, self.text, None
         try:
-            newer = self.newer("aiter", current)
+            newer = [canary_head(self.entry, self.canary)] if self.canary else self.newer("aiter", current)
         except BisectError as exc:
             proposal.note = str(exc)
             return proposal, self.text, None
@@ -265,6 +296,7 @@ def run_bump(
     tries: int = 3,
     pre: bool = False,
     progress: Progress | None = None,
+    canary: str | None = None,
 ) -> BumpResult:
     from rocmci import build
 
@@ -281,7 +313,7 @@ def run_bump(
     with build.file_server(options, entries) as server:
         stepper.server = server
         for entry in entries:
-            run = _StackRun(plan, entry, stepper, progress, text, tries, pre)
+            run = _StackRun(plan, entry, stepper, progress, text, tries, pre, canary)
             bump, text = bump_stack(run)
             bumps.append(bump)
     out_dir.mkdir(parents=True, exist_ok=True)

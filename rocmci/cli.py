@@ -358,6 +358,7 @@ def bump(
     wheelhouse: str | None,
     backend: str,
     out: str,
+    canary: str | None = None,
 ) -> None:
     """Newest passing aiter/torch pins per stack: build, validate, write a matrix.yaml patch and a pull-request body."""
     from rocmci import bump as bumping
@@ -367,7 +368,9 @@ def bump(
     plan.select(gpu)
     options = _build_options(plan, registry, ca_cert, wheelhouse, backend)
     tries_count = int(_number("--tries", tries, int, minimum=1) or 1)
-    result = bumping.run_bump(plan, gpu, [stack] if stack else [], options, Path(out), tries=tries_count, pre=pre)
+    result = bumping.run_bump(
+        plan, gpu, [stack] if stack else [], options, Path(out), tries=tries_count, pre=pre, canary=canary or None
+    )
     print("\n" + bumping.summary_table(result))
     print(f"\n{result.proposed} pin(s) proposed; patch: {result.patch_path}; pull-request body: {result.body_path}")
     compat.append_step_summary(Path(result.body_path).read_text())

@@ -4,6 +4,7 @@ installs in real `local` image builds, run the way the workflow runs them (scrip
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import json
 import os
@@ -515,3 +516,32 @@ def test_a_skipped_pin_moves_the_search_to_its_neighbour() -> None:
     assert bisect._next_probe(0, 8, {4}) == 3
     assert bisect._next_probe(0, 8, {3, 4}) == 5
     assert bisect._next_probe(3, 5, {4}) is None
+
+
+def test_a_canary_is_an_upstream_branch_head_and_never_a_fork(tmp_path) -> None:
+    from rocmci.bump import branch_head, canary_head
+    from rocmci.matrix import load_plan, variant_entry
+
+    repo = tmp_path / "aiter.git"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "head"], check=True, env=_git_env())
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert branch_head(f"file://{repo}", "main") == head
+    with pytest.raises(bisect.BisectError, match="has no branch 'nope'"):
+        branch_head(f"file://{repo}", "nope")
+    [entry] = load_plan(write_matrix(tmp_path / "m.yaml", "127.0.0.1:5000/x", "http://127.0.0.1:9/simple/")).entries
+    with pytest.raises(bisect.BisectError, match="pins aiter as pypi; a branch head needs a git pin"):
+        canary_head(entry, "main")
+    real = load_plan(ROOT / "matrix.yaml").select("mi355x")[0]
+    fork = real.stack.model_copy(
+        update={
+            "aiter": real.stack.aiter.model_copy(
+                update={"git": real.stack.aiter.git.model_copy(update={"repo": f"file://{repo}"})}
+            )
+        }
+    )
+    forked = dataclasses.replace(variant_entry(real), stack=fork)
+    with pytest.raises(bisect.BisectError, match=r"is not the upstream aiter repository .*: never a canary of a fork"):
+        canary_head(forked, "main")
