@@ -133,7 +133,11 @@ def edit_pin(text: str, source: str, stack: str, path: tuple[str, ...], old: str
         raise BisectError(f"{source}:{line_no}: stacks.{stack}.{'.'.join(path)}: cannot find {old!r} to replace on this line")
     rows[line_no - 1] = edited
     new_text = "".join(rows)
-    parse_matrix(new_text, source)
+    before, after = _matrix.stacks, parse_matrix(new_text, source)[0].stacks
+    shared = [name for name in before if name != stack and before[name] != after[name]]
+    if shared:
+        where = f"{source}:{line_no}: stacks.{stack}.{'.'.join(path)}"
+        raise BisectError(f"{where}: the pin is shared through a YAML anchor with {', '.join(shared)}: edit it by hand")
     return new_text
 
 
@@ -143,12 +147,10 @@ def unified_patch(old: str, new: str, name: str) -> str:
 
 def _patch_name(source: Path) -> str:
     """The matrix path as `git apply` run at the repository root (or beside the file) expects it."""
-    for base in (Path.cwd(),):
-        try:
-            return source.resolve().relative_to(base.resolve()).as_posix()
-        except ValueError:
-            continue
-    return source.name
+    try:
+        return source.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return source.name
 
 
 # ---------------------------------------------------------------- a canary: the head of an upstream branch

@@ -444,6 +444,14 @@ def test_edit_pin_changes_one_value_in_place_and_keeps_the_rest(tmp_path) -> Non
     ]
     with pytest.raises(bisect.BisectError, match=r"cannot find '0\.1\.9'"):
         edit_pin(text, "m.yaml", "series", ("aiter", "pypi"), "0.1.9", "0.1.16")
+    anchored = text.replace('aiter: {pypi: "0.1.10"', 'aiter: &shared {pypi: "0.1.10"').replace(
+        "matrix:\n",
+        '  twin:\n    base_image: {name: rocmci/debian, tag: bookworm, local: true}\n    python: "3.11"\n'
+        "    torch: {version: 2.13.0, index: https://download.pytorch.org/whl/cpu}\n    aiter: *shared\n    fixture: true\nmatrix:\n",
+        1,
+    )
+    with pytest.raises(bisect.BisectError, match="shared through a YAML anchor with twin: edit it by hand"):
+        edit_pin(anchored, "m.yaml", "series", ("aiter", "pypi"), "0.1.10", "0.1.16")
 
 
 def test_bump_workflow_shape_and_least_privilege() -> None:
