@@ -98,6 +98,15 @@ def _sorted_public(versions: Iterable[str]) -> list[str]:
     return sorted(parsed, key=lambda key: parsed[key])
 
 
+def _short_reason(exc: Exception) -> str:
+    """The operating system's words for a failed connection ('Connection refused'), not urllib3's whole chain."""
+    text = str(exc)
+    errno = re.search(r"\[Errno -?\d+\] ([^'\"()\[\]]+)", text)
+    if errno:
+        return errno.group(1).strip().rstrip(".,")
+    return (text.splitlines() or [type(exc).__name__])[0][:200]
+
+
 def index_versions(index_url: str, project: str, ca_cert: Path | None = None, python: str | None = None) -> list[str]:
     """A project's versions from a package index's simple API (PEP 691 JSON or PEP 503 HTML), yanked files left out."""
     import requests
@@ -112,8 +121,7 @@ def index_versions(index_url: str, project: str, ca_cert: Path | None = None, py
     except NoSuchProjectError:
         raise BisectError(f"the index {index_url} has no project {project}") from None
     except (requests.RequestException, ValueError) as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise BisectError(f"cannot read {project} from the index {index_url}: {reason}") from None
+        raise BisectError(f"cannot read {project} from the index {index_url}: {_short_reason(exc)}") from None
     files = [p for p in page.packages if p.version and not p.is_yanked and _fits_python(p.filename, python)]
     return _sorted_public(p.version or "" for p in files)
 
