@@ -5,8 +5,8 @@ For each backend (the Docker SDK's legacy builder, `docker buildx bake` through 
 2. the same build again with nothing changed: it must build nothing (goal: under 5% of the first);
 3. a build where only the aiter pin changed: every layer below aiter must come from the cache;
 4. two more builds of the entry of step 1, its local image removed each time and pushed again: one without the
-   layer cache (another builder), one with it (the same builder); their config digest (image id) and pushed
-   manifest digest are compared with those of step 1.
+   layer cache (as another builder would), compared with step 1; then one with the cache (the same builder
+   again), compared with the build before it: config digest (image id), layer diff ids, pushed manifest digest.
 
 Nothing is removed but this run's own images; the engine's build caches are left alone (shared engine).
 Run: .venv/bin/python benchmarks/bench_build.py [--backends sdk,bake]   (needs what scripts/setup-host starts)
@@ -38,6 +38,7 @@ from rocmci.engine import docker_client
 from rocmci.matrix import ROOT, Entry, Plan, load_plan
 from rocmci.progress import Progress
 
+BENCH_PORT = 5170
 AITER_DOUBLE = ROOT / "tests" / "fixtures" / "aiter_double"
 MATRIX = """\
 version: 1
@@ -73,16 +74,33 @@ def timed_build(plan: Plan, entry: Entry, options: BuildOptions, progress: Progr
     return result, time.perf_counter() - started
 
 
-def rebuild(plan: Plan, entry: Entry, options: BuildOptions, progress: Progress) -> tuple[str, str]:
-    """(config digest, pushed digest) of a build of `entry` whose local image was removed first."""
-    client = docker_client()
-    client.images.remove(entry.image_ref(options.repository))
+@dataclasses.dataclass(frozen=True)
+class Built:
+    config: str  # the image id: the config digest
+    layers: tuple[str, ...]  # the layers' diff ids (digests of the uncompressed layer tars)
+    pushed: str  # the manifest digest in the registry
+
+
+def built(result: BuildResult) -> Built:
+    image = docker_client().images.get(result.image_ref)
+    return Built(image.id, tuple(image.attrs["RootFS"]["Layers"]), result.digest)
+
+
+def rebuild(plan: Plan, entry: Entry, options: BuildOptions, progress: Progress) -> Built:
+    """A build of `entry` whose local image was removed first, pushed again."""
+    docker_client().images.remove(entry.image_ref(options.repository))
     result, _ = timed_build(plan, entry, dataclasses.replace(options, check_registry=False), progress)
-    return client.images.get(result.image_ref).id, result.digest
+    return built(result)
 
 
-def same(a: str, b: str) -> str:
-    return "same" if a == b else "differs"
+def compare(backend: str, what: str, this: Built, against: dict[str, Built]) -> None:
+    print(f"[{backend}] {what}: config {this.config[7:19]}, pushed {this.pushed[7:19]}")
+    for name, other in against.items():
+        same_layers = sum(a == b for a, b in zip(this.layers, other.layers, strict=True))
+        print(
+            f"[{backend}]     vs {name}: config {'same' if this.config == other.config else 'differs'}, "
+            f"layers {same_layers}/{len(this.layers)} same, image digest {'same' if this.pushed == other.pushed else 'differs'}"
+        )
 
 
 def bench(backend: str, plan: Plan, repository: str, wheelhouse: Path, logs: Path) -> bool:
@@ -90,9 +108,12 @@ def bench(backend: str, plan: Plan, repository: str, wheelhouse: Path, logs: Pat
     first, changed = plan.entries
     client = docker_client()
     quiet = Progress(stream=open("/dev/null", "w"))  # noqa: SIM115 - lives as long as the benchmark
-    options = BuildOptions.resolve(repository, backend=backend, wheelhouse=wheelhouse, log_dir=logs / backend, push=True)
+    # A port of its own: the file server's URL is a build arg, so a port taken by another build would miss the cache.
+    options = BuildOptions.resolve(
+        repository, backend=backend, wheelhouse=wheelhouse, log_dir=logs / backend, push=True, fileserver_port=BENCH_PORT
+    )
     cold, cold_s = timed_build(plan, first, dataclasses.replace(options, no_cache=True), quiet)
-    config = client.images.get(cold.image_ref).id
+    first_built = built(cold)
     noop, noop_s = timed_build(plan, first, options, quiet)
     other, other_s = timed_build(plan, changed, options, quiet)
     cached, below = cached_steps_below_aiter(other.log.read_text(), backend)
@@ -103,17 +124,11 @@ def bench(backend: str, plan: Plan, repository: str, wheelhouse: Path, logs: Pat
         f"[{backend}] aiter pin changed: {other_s:.1f} s = {other_s / cold_s:.1%} of the first build; "
         f"steps below aiter from cache: {cached}/{below}"
     )
-    cold_config, cold_digest = rebuild(plan, first, dataclasses.replace(options, no_cache=True), quiet)
-    warm_config, warm_digest = rebuild(plan, first, options, quiet)
-    print(f"[{backend}] first build: config {config[:19]}, pushed {cold.digest[:19]}")
-    print(
-        f"[{backend}] rebuilt without cache: config {cold_config[:19]} ({same(cold_config, config)}), "
-        f"pushed {cold_digest[:19]} ({same(cold_digest, cold.digest)})"
-    )
-    print(
-        f"[{backend}] rebuilt with cache: config {warm_config[:19]} ({same(warm_config, config)}), "
-        f"pushed {warm_digest[:19]} ({same(warm_digest, cold.digest)})"
-    )
+    compare(backend, "first build", first_built, {})
+    without_cache = rebuild(plan, first, dataclasses.replace(options, no_cache=True), quiet)
+    compare(backend, "local image removed, rebuilt without cache", without_cache, {"the first build": first_built})
+    with_cache = rebuild(plan, first, options, quiet)
+    compare(backend, "local image removed, rebuilt with cache", with_cache, {"the build before it": without_cache})
     for image in {r.image_ref for r in (cold, other)}:
         client.images.remove(image, force=True)
     return noop_s / cold_s < 0.05 and cached == below

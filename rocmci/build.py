@@ -362,8 +362,6 @@ BUILDKIT_STEP = re.compile(r"^#\d+ \[\s*\d+/\d+\] ")
 def bake_build(entry: Entry, options: BuildOptions, fetch_url: str, log, progress: Progress) -> str:
     """`docker buildx bake` with the generated bake file (BuildKit: what GitHub Actions runners have). Returns the
     pushed manifest digest from `--metadata-file` ("" without --push)."""
-    if options.registry_cache and (driver := buildx_driver()) == "docker":
-        raise BuildError(f"--registry-cache: the buildx builder's driver ({driver}) cannot export a cache (use docker-container)")
     with tempfile.TemporaryDirectory(prefix="rocmci-bake-") as tmp:
         bake_path, metadata_path = Path(tmp) / "bake.json", Path(tmp) / "metadata.json"
         bake_path.write_text(json.dumps(bake_file([entry], options, fetch_url)))
@@ -518,6 +516,10 @@ def build_entries(plan: Plan, entries: list[Entry], options: BuildOptions, progr
     if not entries:
         raise BuildError(f"{plan.source}: no entries selected")
     backend = choose_backend(options.backend)
+    if options.registry_cache and backend != "bake":
+        raise BuildError("--registry-cache needs the bake backend (docker buildx)")
+    if options.registry_cache and (driver := buildx_driver()) == "docker":
+        raise BuildError(f"--registry-cache: the buildx builder's driver ({driver}) cannot export a cache (use docker-container)")
     results = []
     with file_server(options, entries) as server:
         for entry in entries:

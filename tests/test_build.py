@@ -85,6 +85,18 @@ def test_two_prints_give_identical_labels_created_at_the_commit_time():
     assert bad.stderr.strip() == "SOURCE_DATE_EPOCH: expected whole seconds since 1970 (got 'yesterday')"
 
 
+@pytest.mark.docker
+def test_registry_cache_is_refused_before_building_where_it_cannot_work(engine):
+    command = [sys.executable, "-m", "invoke", "build", "--gpu", "local", "--registry-cache", "--registry", "127.0.0.1:1/none"]
+    sdk = subprocess.run([*command, "--backend", "sdk"], cwd=ROOT, capture_output=True, text=True)
+    assert (sdk.returncode, sdk.stderr) == (2, "--registry-cache needs the bake backend (docker buildx)\n")
+    if not buildx_available():
+        _unavailable("docker buildx is not installed (scripts/setup-host installs it)")
+    bake = subprocess.run([*command, "--backend", "bake"], cwd=ROOT, capture_output=True, text=True)
+    message = "--registry-cache: the buildx builder's driver (docker) cannot export a cache (use docker-container)\n"
+    assert (bake.returncode, bake.stderr, bake.stdout) == (2, message, "")
+
+
 @pytest.fixture(scope="session", params=["sdk", "bake"])
 def backend(request) -> str:
     if request.param == "bake" and not buildx_available():
