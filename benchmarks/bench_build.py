@@ -87,8 +87,9 @@ def built(result: BuildResult) -> Built:
 
 
 def rebuild(plan: Plan, entry: Entry, options: BuildOptions, progress: Progress) -> Built:
-    """A build of `entry` whose local image was removed first, pushed again."""
-    docker_client().images.remove(entry.image_ref(options.repository))
+    """A build of `entry` whose local image was removed first, pushed again. `noprune`: the legacy builder's cache
+    is the removed image's untagged parents, which a plain removal deletes too."""
+    docker_client().images.remove(entry.image_ref(options.repository), noprune=True)
     result, _ = timed_build(plan, entry, dataclasses.replace(options, check_registry=False), progress)
     return built(result)
 

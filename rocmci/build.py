@@ -248,7 +248,8 @@ def file_server(options: BuildOptions, entries: list[Entry]) -> Iterator[FileSer
         (root / "manifest.json").write_text(json.dumps(manifest))
         httpd = _bind(functools.partial(_QuietHandler, directory=str(root)), options.fileserver_port)
         server = FileServer(root=root, port=httpd.server_address[1], manifest=manifest)
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for it, and every `invoke build` (a no-op one too) ends with a shutdown.
+        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         try:
             yield server
