@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,7 @@ class BuildOptions:
     fileserver_port: int = field(default_factory=lambda: _fileserver_port())
     check_registry: bool = True
     registry_cache: bool = False
+    no_cache: bool = False  # build every step anew (what a builder without this engine's layer cache does)
     source_url: str = "https://github.com/rocmci/rocmci"
 
     @classmethod
@@ -81,6 +83,8 @@ class BuildResult:
     detail: str = ""
     log: Path | None = None
     seconds: float = 0.0
+    backend: str = ""
+    digest: str = ""  # the pushed manifest digest, where this build pushed
 
 
 def _resolve_ca(ca_cert: str | None) -> Path | None:
@@ -101,19 +105,47 @@ def _resolve_ca(ca_cert: str | None) -> Path | None:
 # ---------------------------------------------------------------- build plan (bake file)
 
 
-def build_time_labels(entry: Entry, options: BuildOptions, created: str | None = None) -> dict[str, str]:
+def build_time_labels(entry: Entry, options: BuildOptions) -> dict[str, str]:
+    """The pins' labels plus where and when the build inputs come from: deterministic, so a rebuild of the same
+    inputs carries the same labels (and, where the builder allows, gives the same image)."""
+    source = source_of_inputs()
     return {
         **entry.labels,
-        "org.opencontainers.image.created": created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "org.opencontainers.image.created": source_date(source),
         "org.opencontainers.image.source": options.source_url,
-        "org.opencontainers.image.revision": _git_revision(),
+        "org.opencontainers.image.revision": source.revision,
     } | ({EXTRA_CA_LABEL: "baked"} if options.bake_ca else {})
 
 
+@dataclass(frozen=True)
+class SourceInfo:
+    revision: str
+    commit_time: int
+
+
 @functools.cache
-def _git_revision() -> str:
-    result = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
+def source_of_inputs() -> SourceInfo:
+    """The last commit that changed the build context (CONTEXT_DIRS), not HEAD: a commit elsewhere in the checkout
+    (docs, tests) changes neither the content hash nor these labels. Uncommitted context changes mark it `-dirty`.
+    Without git (a source tarball): revision `unknown`, time 0 (set SOURCE_DATE_EPOCH)."""
+    git = ["git", "-C", str(ROOT)]
+    last = subprocess.run(
+        [*git, "log", "-1", "--format=%H %ct", "--", *CONTEXT_DIRS], capture_output=True, text=True, check=False
+    )
+    if last.returncode != 0 or not last.stdout.strip():
+        return SourceInfo("unknown", 0)
+    revision, commit_time = last.stdout.split()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", *CONTEXT_DIRS], capture_output=True, text=True, check=False)
+    return SourceInfo(revision + ("-dirty" if dirty.stdout.strip() else ""), int(commit_time))
+
+
+def source_date(source: SourceInfo) -> str:
+    """`org.opencontainers.image.created`: SOURCE_DATE_EPOCH when set (reproducible-builds.org), else the commit time."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch and not epoch.isdigit():
+        raise BuildError(f"SOURCE_DATE_EPOCH: expected whole seconds since 1970 (got {epoch!r})")
+    seconds = int(epoch) if epoch else source.commit_time
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
 
 
 def _target_name(entry: Entry) -> str:
@@ -227,7 +259,8 @@ def file_server(options: BuildOptions, entries: list[Entry]) -> Iterator[FileSer
         (root / "manifest.json").write_text(json.dumps(manifest))
         httpd = _bind(functools.partial(_QuietHandler, directory=str(root)), options.fileserver_port)
         server = FileServer(root=root, port=httpd.server_address[1], manifest=manifest)
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for it, and every `invoke build` (a no-op one too) ends with a shutdown.
+        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         try:
             yield server
@@ -311,7 +344,18 @@ def buildx_available() -> bool:
     return subprocess.run(["docker", "buildx", "version"], capture_output=True, check=False).returncode == 0
 
 
-def sdk_build(entry: Entry, ref: str, args: dict[str, str], labels: dict[str, str], log, progress: Progress) -> str:
+def buildx_driver() -> str:
+    """The driver of the current buildx builder (`docker` drives the engine's own BuildKit)."""
+    result = subprocess.run(["docker", "buildx", "inspect"], capture_output=True, text=True, check=False)
+    for line in result.stdout.splitlines():
+        if line.startswith("Driver:"):
+            return line.split(":", 1)[1].strip()
+    raise BuildError(f"docker buildx inspect: no builder ({(result.stderr or result.stdout).strip()})")
+
+
+def sdk_build(
+    entry: Entry, ref: str, args: dict[str, str], labels: dict[str, str], log, progress: Progress, no_cache: bool = False
+) -> str:
     """The engine's legacy builder through the Docker SDK (no BuildKit: docker/docker-py#2230)."""
     client = docker_client()
     stream = client.api.build(
@@ -322,6 +366,7 @@ def sdk_build(entry: Entry, ref: str, args: dict[str, str], labels: dict[str, st
         buildargs=args,
         labels=labels,
         network_mode="host",
+        nocache=no_cache,
         rm=True,
         forcerm=True,
         pull=False,
@@ -343,24 +388,52 @@ def sdk_build(entry: Entry, ref: str, args: dict[str, str], labels: dict[str, st
     return image_id
 
 
-def bake_build(entry: Entry, options: BuildOptions, fetch_url: str, log, progress: Progress) -> None:
-    """`docker buildx bake` with the generated bake file (BuildKit: what GitHub Actions runners have)."""
+BUILDKIT_STEP = re.compile(r"^#\d+ \[\s*\d+/\d+\] ")
+
+
+def bake_build(entry: Entry, options: BuildOptions, fetch_url: str, log, progress: Progress) -> str:
+    """`docker buildx bake` with the generated bake file (BuildKit: what GitHub Actions runners have). Returns the
+    pushed manifest digest from `--metadata-file` ("" without --push)."""
     with tempfile.TemporaryDirectory(prefix="rocmci-bake-") as tmp:
-        bake_path = Path(tmp) / "bake.json"
+        bake_path, metadata_path = Path(tmp) / "bake.json", Path(tmp) / "metadata.json"
         bake_path.write_text(json.dumps(bake_file([entry], options, fetch_url)))
-        command = ["docker", "buildx", "bake", "--allow", "network.host", "-f", str(bake_path), _target_name(entry)]
+        command = ["docker", "buildx", "bake", "--allow", "network.host", "--progress", "plain"] + (
+            ["--no-cache"] if options.no_cache else []
+        )
+        command += ["--metadata-file", str(metadata_path), "-f", str(bake_path), _target_name(entry)]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         try:
             assert process.stdout is not None
             for text in process.stdout:
                 log.write(text)
-                progress.line(entry.id, "building", text.rstrip())
+                if BUILDKIT_STEP.match(text):
+                    progress.line(entry.id, "building", text.rstrip())
         finally:
             if process.poll() is None:
                 process.terminate()
             returncode = process.wait()
-    if returncode != 0:
-        raise BuildError(f"docker buildx bake exited {returncode}")
+        if returncode != 0:
+            raise BuildError(f"docker buildx bake exited {returncode}")
+        metadata = json.loads(metadata_path.read_text()).get(_target_name(entry), {})
+    return metadata.get("containerimage.digest", "") if options.push else ""
+
+
+def cached_steps_below_aiter(log_text: str, backend: Backend) -> tuple[int, int]:
+    """(steps from the cache, steps) among the build steps below the aiter install, read from a build log."""
+    if backend == "bake":
+        headers = dict(re.findall(r"^#(\d+) \[\s*\d+/\d+\] (.*)$", log_text, flags=re.M))
+        cached = set(re.findall(r"^#(\d+) CACHED$", log_text, flags=re.M))
+        steps = [(instruction, step in cached) for step, instruction in sorted(headers.items(), key=lambda kv: int(kv[0]))]
+    else:
+        parts = re.split(r"^Step \d+/\d+ : ", log_text, flags=re.M)[1:]
+        steps = [(part.splitlines()[0], "Using cache" in part) for part in parts if not part.startswith("ARG")]
+    below = []
+    for instruction, cached_step in steps:
+        if instruction.startswith("RUN") and "install_aiter.sh" in instruction:
+            return sum(c for _, c in below), len(below)
+        if not instruction.startswith("FROM"):
+            below.append((instruction, cached_step))
+    raise BuildError("the build log has no aiter install step")
 
 
 # ---------------------------------------------------------------- the build task
@@ -395,14 +468,18 @@ def _existing(entry: Entry, options: BuildOptions) -> Existing:
         return Existing(local, False, note=f"registry not asked ({exc})")
 
 
-def _push(ref: str, progress: Progress, entry_id: str) -> None:
+def _push(ref: str, progress: Progress, entry_id: str) -> str:
+    """Pushes through the engine; returns the manifest digest the engine reports."""
     repository, tag = ref.rsplit(":", 1)
+    digest = ""
     for chunk in docker_client().api.push(repository, tag=tag, stream=True, decode=True):
         error = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message")
         if error:
             raise BuildError(f"push of {ref} failed: {error}")
         if chunk.get("status") == "Pushed":
             progress.line(entry_id, "pushing", f"layer {chunk.get('id', '')} pushed")
+        digest = chunk.get("aux", {}).get("Digest", digest)
+    return digest
 
 
 def build_entry(entry: Entry, options: BuildOptions, server: FileServer, backend: Backend, progress: Progress) -> BuildResult:
@@ -412,6 +489,7 @@ def build_entry(entry: Entry, options: BuildOptions, server: FileServer, backend
     options.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = options.log_dir / f"{entry.id}.log"
     started = time.monotonic()
+    result = functools.partial(BuildResult, entry.id, ref, backend=backend)
     try:
         existing = _existing(entry, options)
         if existing.note:
@@ -423,30 +501,31 @@ def build_entry(entry: Entry, options: BuildOptions, server: FileServer, backend
                 else "image present in the local engine"
             )
             progress.line(entry.id, "skipped", f"{ref} ({reason})")
-            return BuildResult(entry.id, ref, "skipped", reason)
+            return result("skipped", reason, backend="")
         if existing.local:
             progress.line(entry.id, "pushing", f"{ref} (built earlier, not in the registry yet)")
-            _push(ref, progress, entry.id)
-            return BuildResult(entry.id, ref, "built", "pushed the existing image", log=None, seconds=time.monotonic() - started)
+            digest = _push(ref, progress, entry.id)
+            return result("built", "pushed the existing image", seconds=time.monotonic() - started, digest=digest)
         if entry.stack.base_image.local:
             ensure_local_base(entry.stack.base_image, progress)
         args = {**entry.build_args, "ROCMCI_FETCH_URL": server.url, "ROCMCI_BAKE_CA": "1" if options.bake_ca else "0"}
         progress.line(entry.id, "building", f"{ref} with the {backend} backend (log: {log_path})")
+        digest = ""
         with log_path.open("w") as log:
             if backend == "bake":
-                bake_build(entry, options, server.url, log, progress)
+                digest = bake_build(entry, options, server.url, log, progress)
             else:
-                sdk_build(entry, ref, args, build_time_labels(entry, options), log, progress)
+                sdk_build(entry, ref, args, build_time_labels(entry, options), log, progress, options.no_cache)
         if options.push and backend != "bake":
             progress.line(entry.id, "pushing", ref)
-            _push(ref, progress, entry.id)
+            digest = _push(ref, progress, entry.id)
     except (BuildError, APIError, DockerBuildError, OSError) as exc:
         _untag(ref)
         progress.line(entry.id, "FAILED", f"{exc} (log: {log_path})")
-        return BuildResult(entry.id, ref, "failed", str(exc), log=log_path, seconds=time.monotonic() - started)
+        return result("failed", str(exc), log=log_path, seconds=time.monotonic() - started)
     seconds = time.monotonic() - started
-    progress.line(entry.id, "built", f"{ref} in {seconds:.0f}s")
-    return BuildResult(entry.id, ref, "built", log=log_path, seconds=seconds)
+    progress.line(entry.id, "built", f"{ref} in {seconds:.0f}s" + (f", pushed as {digest}" if digest else ""))
+    return result("built", log=log_path, seconds=seconds, digest=digest)
 
 
 def _untag(ref: str) -> None:
@@ -469,6 +548,10 @@ def build_entries(plan: Plan, entries: list[Entry], options: BuildOptions, progr
     if not entries:
         raise BuildError(f"{plan.source}: no entries selected")
     backend = choose_backend(options.backend)
+    if options.registry_cache and backend != "bake":
+        raise BuildError("--registry-cache needs the bake backend (docker buildx)")
+    if options.registry_cache and (driver := buildx_driver()) == "docker":
+        raise BuildError(f"--registry-cache: the buildx builder's driver ({driver}) cannot export a cache (use docker-container)")
     results = []
     with file_server(options, entries) as server:
         for entry in entries:
@@ -478,9 +561,17 @@ def build_entries(plan: Plan, entries: list[Entry], options: BuildOptions, progr
 
 def summary(results: list[BuildResult]) -> str:
     rows = [
-        (r.entry_id, r.status, f"{r.seconds:.0f}s" if r.seconds else "", r.detail or r.image_ref, r.log or "") for r in results
+        (
+            r.entry_id,
+            r.status,
+            r.backend,
+            f"{r.seconds:.0f}s" if r.seconds else "",
+            r.detail or (f"{r.image_ref}@{r.digest}" if r.digest else r.image_ref),
+            r.log or "",
+        )
+        for r in results
     ]
-    return table(("entry", "status", "time", "detail", "log"), rows)
+    return table(("entry", "status", "backend", "time", "detail", "log"), rows)
 
 
 # ---------------------------------------------------------------- offline wheelhouse

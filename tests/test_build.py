@@ -1,17 +1,30 @@
-"""Builds on the real Docker engine: the local entry, pin gates, failure isolation, no-op rebuilds, the CA plumbing."""
+"""Builds on the real Docker engine, with both backends (the Docker SDK's legacy builder and `docker buildx bake`):
+the local entry, pin gates, failure isolation, no-op rebuilds, layer reuse, the CA plumbing, deterministic labels."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import subprocess
 import sys
+import tarfile
+import uuid
+from pathlib import Path
 
 import pytest
 
-from rocmci.build import BuildOptions, bake_file, build_entries, file_server
+from rocmci.build import (
+    BuildOptions,
+    bake_file,
+    build_entries,
+    buildx_available,
+    cached_steps_below_aiter,
+    file_server,
+)
 from rocmci.matrix import load_plan
-from rocmci.registry import tag_exists
-from tests.conftest import ROOT, write_fixture_matrix
+from rocmci.registry import RegistryClient, tag_exists
+from tests.conftest import ROOT, BuiltImages, FixtureWheels, _fixture_wheel, _unavailable, write_fixture_matrix
 
 BAD_TORCH_STACK = """\
   bad-torch:
@@ -47,27 +60,77 @@ def test_print_gives_a_bake_file_with_pins_as_args_and_labels():
         assert target["tags"][0].endswith(labels["io.rocmci.content-hash"][:12])
 
 
-def test_bake_file_is_deterministic_apart_from_build_time():
-    plan = load_plan()
-    options = BuildOptions(repository="r.example/rocmci")
-    first, second = (bake_file(plan.select("mi300x"), options) for _ in range(2))
-    for bake in (first, second):
-        for target in bake["target"].values():
-            target["labels"].pop("org.opencontainers.image.created")
-    assert first == second
+def _print_plan(env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "invoke", "build", "--gpu", "local", "--print"]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
+
+
+def test_two_prints_give_identical_labels_created_at_the_commit_time():
+    first, second = (_print_plan({"SOURCE_DATE_EPOCH": ""}) for _ in range(2))
+    assert first.returncode == second.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    [target] = json.loads(first.stdout)["target"].values()
+    last = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%H %ct", "--", "images", "checks"], capture_output=True, text=True
+    ).stdout.split()
+    assert target["labels"]["org.opencontainers.image.created"] == dt.datetime.fromtimestamp(int(last[1]), dt.UTC).isoformat()
+    assert target["labels"]["org.opencontainers.image.revision"].removesuffix("-dirty") == last[0]
+
+    pinned = _print_plan({"SOURCE_DATE_EPOCH": "1700000000"})
+    [target] = json.loads(pinned.stdout)["target"].values()
+    assert target["labels"]["org.opencontainers.image.created"] == "2023-11-14T22:13:20+00:00"
+
+    bad = _print_plan({"SOURCE_DATE_EPOCH": "yesterday"})
+    assert bad.returncode != 0 and bad.stdout == ""
+    assert bad.stderr.strip() == "SOURCE_DATE_EPOCH: expected whole seconds since 1970 (got 'yesterday')"
+
+
+@pytest.mark.docker
+def test_registry_cache_is_refused_before_building_where_it_cannot_work(engine):
+    command = [sys.executable, "-m", "invoke", "build", "--gpu", "local", "--registry-cache", "--registry", "127.0.0.1:1/none"]
+    sdk = subprocess.run([*command, "--backend", "sdk"], cwd=ROOT, capture_output=True, text=True)
+    assert (sdk.returncode, sdk.stderr) == (2, "--registry-cache needs the bake backend (docker buildx)\n")
+    if not buildx_available():
+        _unavailable("docker buildx is not installed (scripts/setup-host installs it)")
+    bake = subprocess.run([*command, "--backend", "bake"], cwd=ROOT, capture_output=True, text=True)
+    message = "--registry-cache: the buildx builder's driver (docker) cannot export a cache (use docker-container)\n"
+    assert (bake.returncode, bake.stderr, bake.stdout) == (2, message, "")
+
+
+@pytest.fixture(scope="session", params=["sdk", "bake"])
+def backend(request) -> str:
+    if request.param == "bake" and not buildx_available():
+        _unavailable("docker buildx is not installed (scripts/setup-host installs it)")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def built(backend, built_images, wheelhouse, tmp_path_factory) -> BuiltImages:
+    """The suite's `local` and fixture images as built by `backend`: the suite's own build where it used that backend."""
+    if {r.backend for r in built_images.results.values()} == {backend}:
+        return built_images
+    repository = f"{built_images.repository}-{backend}"
+    options = BuildOptions.resolve(repository, backend=backend, wheelhouse=wheelhouse, log_dir=tmp_path_factory.mktemp("logs"))
+    results = {}
+    for plan, entries in ((built_images.local_plan, built_images.local_plan.select("local")), (built_images.fixture_plan, None)):
+        results |= {r.entry_id: r for r in build_entries(plan, entries or list(plan.entries), options)}
+    assert {(r.status, r.backend) for r in results.values()} == {("built", backend)}, results
+    return BuiltImages(repository, built_images.local_plan, built_images.fixture_plan, results)
 
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_local_image_holds_its_pins(engine, built_images):
-    entry = built_images.local_plan.select("local")[0]
-    ref = entry.image_ref(built_images.repository)
+def test_local_image_holds_its_pins(engine, built, backend):
+    entry = built.local_plan.select("local")[0]
+    assert built.results[entry.id].backend == backend
+    ref = entry.image_ref(built.repository)
     image = engine.images.get(ref)
     labels = image.labels
     assert labels["io.rocmci.torch"] == "2.13.0"
     assert labels["io.rocmci.aiter"] == "0.1.7.post2.dev18"
     assert labels["io.rocmci.content-hash"] == entry.content_hash
     assert labels["org.opencontainers.image.base.name"] == "rocmci/debian:bookworm"
+    assert labels["org.opencontainers.image.created"] == _print_labels()["org.opencontainers.image.created"]
     versions = json.loads(engine.containers.run(ref, ["cat", "/opt/rocmci/versions.json"], remove=True, network_mode="none"))
     assert versions["torch"]["version"].startswith("2.13.0") and versions["torch"]["hip"] is None
     assert versions["aiter"] == versions["aiter"] | {
@@ -92,8 +155,8 @@ def test_local_image_holds_its_pins(engine, built_images):
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_constraints_keep_torch_from_being_replaced(engine, built_images):
-    ref = built_images.local_plan.select("local")[0].image_ref(built_images.repository)
+def test_constraints_keep_torch_from_being_replaced(engine, built):
+    ref = built.local_plan.select("local")[0].image_ref(built.repository)
     out = engine.containers.run(
         ref, ["sh", "-c", "pip install --no-index torch==2.12.0 2>&1; echo EXIT=$?"], remove=True, network_mode="none"
     ).decode()
@@ -103,14 +166,14 @@ def test_constraints_keep_torch_from_being_replaced(engine, built_images):
 @pytest.mark.docker
 @pytest.mark.slow
 def test_failed_pin_is_isolated_and_leaves_no_tag(
-    engine, registry, test_repository, wheelhouse, fixture_wheels, built_images, tmp_path
+    engine, registry, test_repository, wheelhouse, fixture_wheels, built, backend, tmp_path
 ):
-    repository = f"{test_repository}-isolation"
+    repository = f"{test_repository}-isolation-{backend}"
     matrix_file = write_fixture_matrix(
         tmp_path / "m.yaml", repository, fixture_wheels, ["bad-torch", "fixture-good"], extra_stacks=BAD_TORCH_STACK
     )
     plan = load_plan(matrix_file)
-    options = BuildOptions.resolve(repository, wheelhouse=wheelhouse, log_dir=tmp_path / "logs", push=True)
+    options = BuildOptions.resolve(repository, backend=backend, wheelhouse=wheelhouse, log_dir=tmp_path / "logs", push=True)
     results = {r.entry_id: r for r in build_entries(plan, list(plan.entries), options)}
     bad = results["local-cpu-torch2.99.0-aiter0.1.7.post2.dev18"]
     assert bad.status == "failed"
@@ -118,8 +181,11 @@ def test_failed_pin_is_isolated_and_leaves_no_tag(
     assert not engine.images.list(name=bad.image_ref)
     assert not tag_exists(repository, bad.image_ref.rsplit(":", 1)[1])
     good = results["local-cpu-torch2.13.0-aiter0.1.20_rocmcifixture"]
-    assert good.status == "built"
+    assert (good.status, good.backend) == ("built", backend)
     assert tag_exists(repository, good.image_ref.rsplit(":", 1)[1])
+    # The digest the build reports (bake: --metadata-file; sdk: the engine's push stream) is the one the registry serves.
+    name, tag = good.image_ref.split("/", 1)[1].rsplit(":", 1)
+    assert good.digest == RegistryClient(registry).head_manifest(name, tag).digest
 
     # The registry is asked too: with the local copy gone, the pushed tag still means nothing to build.
     engine.images.remove(good.image_ref)
@@ -129,12 +195,62 @@ def test_failed_pin_is_isolated_and_leaves_no_tag(
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_second_build_builds_nothing(built_images, wheelhouse, tmp_path):
-    plan = built_images.fixture_plan
-    options = BuildOptions.resolve(built_images.repository, wheelhouse=wheelhouse, log_dir=tmp_path)
+def test_second_build_builds_nothing(built, backend, wheelhouse, tmp_path):
+    plan = built.fixture_plan
+    options = BuildOptions.resolve(built.repository, backend=backend, wheelhouse=wheelhouse, log_dir=tmp_path)
     results = build_entries(plan, list(plan.entries), options)
     assert [r.status for r in results] == ["skipped", "skipped"]
     assert all("local engine" in r.detail for r in results)
+
+
+def _print_labels() -> dict[str, str]:
+    [target] = bake_file(load_plan().select("local"), BuildOptions(repository="unused"))["target"].values()
+    return target["labels"]
+
+
+def _layer_files_holding(ref: str, needle: bytes, max_size: int = 4 << 20) -> list[str]:
+    """Every file of every layer of `ref` (as `docker save` writes them) whose bytes hold `needle`."""
+    found = []
+    with (
+        subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE) as save,
+        tarfile.open(fileobj=save.stdout, mode="r|") as image,
+    ):
+        for layer in image:
+            if not layer.name.endswith("layer.tar"):
+                continue
+            with tarfile.open(fileobj=image.extractfile(layer), mode="r|") as files:
+                for member in files:
+                    if member.isfile() and member.size <= max_size and needle in files.extractfile(member).read():
+                        found.append(f"{layer.name}:{member.name}")
+    assert save.returncode == 0
+    return found
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_new_aiter_pin_reuses_the_layers_below_and_the_served_ca_stays_out(
+    engine, built, backend, wheelhouse, fixture_wheels, tmp_path
+):
+    """Only the aiter pin differs from the built fixture entry: every step below aiter comes from the cache. The build
+    is handed a CA (a real bundle carrying a unique marker); pip uses it, and no layer of the image holds it."""
+    marker = f"rocmci-ca-marker-{uuid.uuid4().hex}"
+    ca = tmp_path / "ca.pem"
+    ca.write_text(f"# {marker}\n" + Path("/etc/ssl/certs/ca-certificates.crt").read_text())
+    wheel = _fixture_wheel(tmp_path, f"ca{uuid.uuid4().hex[:8]}")
+    plan = load_plan(
+        write_fixture_matrix(tmp_path / "m.yaml", built.repository, FixtureWheels(wheel, fixture_wheels.bad), ["fixture-good"])
+    )
+    options = BuildOptions.resolve(
+        built.repository, backend=backend, ca_cert=str(ca), wheelhouse=wheelhouse, log_dir=tmp_path / "logs"
+    )
+    [result] = build_entries(plan, list(plan.entries), options)
+    assert (result.status, result.backend) == ("built", backend), result
+    log = result.log.read_text()
+    cached, below = cached_steps_below_aiter(log, backend)
+    assert below >= 4 and cached == below, log
+    assert "--cert /tmp/rocmci-pip-" in log  # pip was handed the CA
+    assert _layer_files_holding(result.image_ref, marker.encode()) == []
+    engine.images.remove(result.image_ref)
 
 
 def _pip_through_file_server(engine, ca, script: str) -> str:
