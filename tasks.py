@@ -20,10 +20,17 @@ def _call(function: Callable[..., object], **kwargs: object) -> None:
         raise Exit(code=failed.code) from None
 
 
-@task(help={"gpu": GPU, "file": FILE, "json": 'print {"include": [...]} for GitHub Actions\' strategy.matrix'})
-def matrix(c, gpu=None, file=None, json=False):
+@task(
+    help={
+        "gpu": GPU,
+        "file": FILE,
+        "json": 'print {"include": [...]} for GitHub Actions\' strategy.matrix',
+        "builds": "with --json: one item per shared build (stack x gfx) instead of one per entry",
+    }
+)
+def matrix(c, gpu=None, file=None, json=False, builds=False):
     """Expand matrix.yaml into entries with deterministic tags and print the plan."""
-    _call(cli.matrix, file=file, gpu=gpu, as_json=json)
+    _call(cli.matrix, file=file, gpu=gpu, as_json=json, builds=builds)
 
 
 @task(help={"gpu": GPU, "file": FILE})
@@ -133,13 +140,14 @@ def clean(c, keep=2, stop_timeout=None, entry=None, dry_run=False):
 
 @task(help={"gpu": GPU, "entry": "one entry id", "registry": REGISTRY, "reports": "results directory", "file": FILE})
 def publish(c, gpu, entry=None, registry=None, reports="reports", file=None):
-    """Push validated images by digest with their reports attached; move <gpu>-validated only for a pass."""
+    """Push validated images by digest with their reports attached; a pass moves <gpu>-<stack>-validated and <gpu>-validated."""
     _call(cli.publish, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports)
 
 
 @task(
     help={
         "gpu": GPU,
+        "stack": "stack name from matrix.yaml: only images validated with it (default: the newest pass of any stack)",
         "torch": "torch version (prefix)",
         "aiter": "aiter version (prefix)",
         "registry": REGISTRY,
@@ -147,9 +155,9 @@ def publish(c, gpu, entry=None, registry=None, reports="reports", file=None):
         "file": FILE,
     }
 )
-def pull(c, gpu, torch=None, aiter=None, registry=None, lock=None, file=None):
-    """Pull the newest image whose attached report passed on this GPU, by digest."""
-    _call(cli.pull, file=file, gpu=gpu, torch=torch, aiter=aiter, registry=registry, lock=lock)
+def pull(c, gpu, stack=None, torch=None, aiter=None, registry=None, lock=None, file=None):
+    """Pull the newest image whose attached report passed on this GPU (and stack), by digest."""
+    _call(cli.pull, file=file, gpu=gpu, torch=torch, aiter=aiter, registry=registry, lock=lock, stack=stack)
 
 
 @task(

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +27,7 @@ from docker.errors import BuildError as DockerBuildError
 
 from rocmci.engine import MANAGED_LABEL, docker_client
 from rocmci.errors import BuildError
-from rocmci.matrix import CONTEXT_DIRS, ROOT, BaseImage, Entry, Plan
+from rocmci.matrix import CONTEXT_DIRS, ROOT, BaseImage, Entry, Plan, shared_builds
 from rocmci.progress import Progress, table
 
 DOCKERFILE = "images/Dockerfile"
@@ -73,6 +73,7 @@ class BuildResult:
     detail: str = ""
     log: Path | None = None
     seconds: float = 0.0
+    entries: tuple[str, ...] = ()  # every entry that shares this image (entry_id is the first)
 
 
 def _resolve_ca(ca_cert: str | None) -> Path | None:
@@ -113,9 +114,9 @@ def _target_name(entry: Entry) -> str:
 
 
 def bake_file(entries: list[Entry], options: BuildOptions, fetch_url: str = "") -> dict:
-    """A `docker buildx bake` file: one target per entry, the pins as build args and as OCI labels."""
+    """A `docker buildx bake` file: one target per shared build (stack x gfx), the pins as build args and as OCI labels."""
     targets = {}
-    for entry in entries:
+    for entry in (group[0] for group in shared_builds(entries).values()):
         ref = entry.image_ref(options.repository)
         cache_ref = f"{options.repository}:buildcache-{entry.gpu}"
         targets[_target_name(entry)] = {
@@ -433,23 +434,35 @@ def choose_backend(requested: Backend) -> Backend:
 
 
 def build_entries(plan: Plan, entries: list[Entry], options: BuildOptions, progress: Progress | None = None) -> list[BuildResult]:
-    """Builds each entry, isolating failures: one failed entry never stops the others."""
+    """Builds each shared image once (entries of one stack and gfx share it), isolating failures: one failed build
+    never stops the others. One result per build, naming every entry that shares it."""
     progress = progress or Progress(width=max((len(e.id) for e in entries), default=0))
     if not entries:
         raise BuildError(f"{plan.source}: no entries selected")
     backend = choose_backend(options.backend)
     results = []
     with file_server(options, entries) as server:
-        for entry in entries:
-            results.append(build_entry(entry, options, server, backend, progress))
+        for tag, group in shared_builds(entries).items():
+            ids = tuple(e.id for e in group)
+            if len(ids) > 1:
+                progress.line(ids[0], "shared", f"{tag}: one image for {', '.join(ids)}")
+            results.append(replace(build_entry(group[0], options, server, backend, progress), entries=ids))
     return results
 
 
 def summary(results: list[BuildResult]) -> str:
     rows = [
-        (r.entry_id, r.status, f"{r.seconds:.0f}s" if r.seconds else "", r.detail or r.image_ref, r.log or "") for r in results
+        (
+            r.image_ref.rsplit(":", 1)[-1],
+            ", ".join(r.entries or (r.entry_id,)),
+            r.status,
+            f"{r.seconds:.0f}s" if r.seconds else "",
+            r.detail or r.image_ref,
+            r.log or "",
+        )
+        for r in results
     ]
-    return table(("entry", "status", "time", "detail", "log"), rows)
+    return table(("image (shared build)", "entries", "status", "time", "detail", "log"), rows)
 
 
 # ---------------------------------------------------------------- offline wheelhouse

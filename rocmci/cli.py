@@ -15,7 +15,7 @@ from typing import ParamSpec, TypeVar
 
 from rocmci import build, run
 from rocmci.errors import RocmciError
-from rocmci.matrix import Entry, Plan, github_matrix, load_plan
+from rocmci.matrix import Entry, Plan, github_build_matrix, github_matrix, load_plan, shared_builds
 from rocmci.progress import Progress, table
 
 P = ParamSpec("P")
@@ -68,10 +68,10 @@ def _progress(entries: list[Entry]) -> Progress:
 
 
 @reports_errors
-def matrix(file: str | None, gpu: str | None, as_json: bool) -> None:
+def matrix(file: str | None, gpu: str | None, as_json: bool, builds: bool = False) -> None:
     plan, entries = _selected(file, gpu, None)
     if as_json:
-        print(json.dumps(github_matrix(entries), separators=(",", ":")))
+        print(json.dumps((github_build_matrix if builds else github_matrix)(entries), separators=(",", ":")))
         return
     rows = [
         (
@@ -83,12 +83,14 @@ def matrix(file: str | None, gpu: str | None, as_json: bool) -> None:
             e.stack.aiter.label,
             e.summary()["aiter_kernels"],
             e.tag.rsplit("-", 1)[-1],
+            e.build_id,
             " ".join(e.target.runs_on),
         )
         for e in entries
     ]
-    print(table(("entry", "gpu", "gfx", "rocm", "torch", "aiter", "kernels", "hash", "runs on"), rows))
-    print(f"\n{len(entries)} entries from {plan.source}; images go to {plan.repository}")
+    print(table(("entry", "gpu", "gfx", "rocm", "torch", "aiter", "kernels", "hash", "build (shared image)", "runs on"), rows))
+    count = len(shared_builds(entries))
+    print(f"\n{len(entries)} entries, {count} builds (one per stack and gfx) from {plan.source}; images go to {plan.repository}")
 
 
 @reports_errors
@@ -222,12 +224,14 @@ def publish(file: str | None, gpu: str, entry: str | None, registry: str | None,
     items = oci.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
     results = oci.publish(items, repository_for(plan, registry))
     _record_digests(Path(reports_dir), results)
-    rows = [
-        (r.entry_id, r.status, r.verdict or "-", "moved" if r.moved else "not moved", r.reference or r.reason) for r in results
-    ]
-    print("\n" + table(("entry", "status", "verdict", r"validated tag", "reference"), rows))
+    rows = [(r.entry_id, r.status, r.verdict or "-", _moved(r), r.reference or r.reason) for r in results]
+    print("\n" + table(("entry", "status", "verdict", "validated tags moved", "reference"), rows))
     if any(not r.ok for r in results):
         raise TaskFailed(1)
+
+
+def _moved(result) -> str:
+    return ", ".join(result.moved_tags) or f"{result.validated_tag} not moved"
 
 
 def _record_digests(reports: Path, results: list) -> None:
@@ -237,12 +241,26 @@ def _record_digests(reports: Path, results: list) -> None:
 
 
 @reports_errors
-def pull(file: str | None, gpu: str, torch: str | None, aiter: str | None, registry: str | None, lock: str | None) -> None:
+def pull(
+    file: str | None,
+    gpu: str,
+    torch: str | None,
+    aiter: str | None,
+    registry: str | None,
+    lock: str | None,
+    stack: str | None = None,
+) -> None:
     from rocmci import registry as oci
 
     plan = load_plan(file)
     plan.select(gpu)
-    result = oci.pull(repository_for(plan, registry), gpu, torch=torch, aiter=aiter, lock_file=lock)
+    if stack is not None and stack not in plan.matrix.stacks:
+        known = ", ".join(sorted(plan.matrix.stacks))
+        raise RocmciError(f"{plan.source}: --stack: unknown stack {stack!r} (known: {known})")
+    build_prefix = plan.matrix.targets[gpu].gfx or "cpu"
+    result = oci.pull(
+        repository_for(plan, registry), gpu, torch=torch, aiter=aiter, lock_file=lock, stack=stack, build_prefixes=(build_prefix,)
+    )
     print(result.reference)
 
 
@@ -265,7 +283,7 @@ def pipeline(
     repository = repository_for(plan, registry)
     progress = _progress(entries)
     options = build.BuildOptions.resolve(plan.repository, ca_cert=ca_cert, wheelhouse=Path(wheelhouse) if wheelhouse else None)
-    built = {r.entry_id: r for r in build.build_entries(plan, entries, options, progress)}
+    built = {entry_id: r for r in build.build_entries(plan, entries, options, progress) for entry_id in r.entries}
     runnable = [e for e in entries if built[e.id].status != "failed"]
     reports = Path(reports_dir)
     ran = (
@@ -287,8 +305,8 @@ def pipeline(
         pub = published.get(e.id)
         checks = ran[e.id].status if e.id in ran else "-"
         where = (pub.reference or pub.reason) if pub else "-"
-        rows.append((e.id, built[e.id].status, checks, judged[e.id].label, where, "moved" if pub and pub.moved else "-"))
-    print("\n" + table(("entry", "build", "checks", "verdict", "published", f"{gpu}-validated"), rows))
+        rows.append((e.id, built[e.id].status, checks, judged[e.id].label, where, _moved(pub) if pub else "-"))
+    print("\n" + table(("entry", "build", "checks", "verdict", "published", "validated tags moved"), rows))
     print(f"\nreports: {paths.compat_md}, {paths.index_html}")
     failed = any(built[e.id].status == "failed" for e in entries) or any(not p.ok for p in published.values())
     if failed or any(not r.verdict.passed for r in judged.values()):
