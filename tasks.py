@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
-from invoke import Exit, task
+from invoke import Exit, Task
+from invoke import task as invoke_task
 
 from rocmci import cli
+
+# One short flag, one meaning, in every task. invoke would otherwise give each option the first free letter of its
+# name, task by task (-r was --reports in one task and --registry in others); every other option is long only.
+SHORT_FLAGS = {"gpu": "g", "entry": "e", "file": "f", "registry": "r", "json": "j"}
+
+
+class _Task(Task):
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        opts["names"] = [opts["names"][0], *([SHORT_FLAGS[name]] if name in SHORT_FLAGS else [])]
+        return opts
+
+
+task = partial(invoke_task, klass=_Task)
 
 FILE = "matrix file (default: matrix.yaml)"
 GPU = "GPU target: mi300x, mi325x, mi350x, mi355x or local"
@@ -25,12 +42,13 @@ def _call(function: Callable[..., object], **kwargs: object) -> None:
         "gpu": GPU,
         "file": FILE,
         "json": 'print {"include": [...]} for GitHub Actions\' strategy.matrix',
+        "gpus": "only these GPU targets (comma or space separated): the ones this repository has runners for",
         "builds": "with --json: one item per shared build (stack x gfx) instead of one per entry",
     }
 )
-def matrix(c, gpu=None, file=None, json=False, builds=False):
+def matrix(c, gpu=None, file=None, json=False, gpus=None, builds=False):
     """Expand matrix.yaml into entries with deterministic tags and print the plan."""
-    _call(cli.matrix, file=file, gpu=gpu, as_json=json, builds=builds)
+    _call(cli.matrix, file=file, gpu=gpu, as_json=json, gpus=gpus, builds=builds)
 
 
 @task(help={"gpu": GPU, "file": FILE})
@@ -70,7 +88,7 @@ def wheelhouse(c, gpu=None, entry=None, file=None, dest=".cache/wheelhouse", tor
 )
 def build(
     c,
-    gpu,
+    gpu=None,
     entry=None,
     push=False,
     registry=None,
@@ -100,7 +118,7 @@ def build(
 
 
 @task(help={"gpu": GPU, "entry": "one entry id", "registry": REGISTRY, "reports": "results directory", "file": FILE})
-def validate(c, gpu, entry=None, registry=None, reports="reports", file=None):
+def validate(c, gpu=None, entry=None, registry=None, reports="reports", file=None):
     """Run the probe and the LayerNorm smoke test inside each built image, on the target's devices."""
     _call(cli.validate, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports)
 
@@ -127,20 +145,20 @@ def doctor(c, gpu=None, image=None, min_free_gb=None, json=False, file=None):
 
 @task(
     help={
-        "keep": "images to keep per entry",
+        "keep": "images to keep per entry (default 2)",
         "stop_timeout": "seconds before a stop becomes a kill",
         "entry": "only this entry's containers and images",
         "dry_run": "say what would go, touch nothing",
     }
 )
-def clean(c, keep=2, stop_timeout=None, entry=None, dry_run=False):
+def clean(c, keep=None, stop_timeout=None, entry=None, dry_run=False):
     """Stop rocmci's GPU containers and prune its old images (label-scoped: nothing it did not create)."""
     _call(cli.clean, keep=keep, stop_timeout=stop_timeout, entry=entry, dry_run=dry_run)
 
 
 @task(help={"gpu": GPU, "entry": "one entry id", "registry": REGISTRY, "reports": "results directory", "file": FILE})
-def publish(c, gpu, entry=None, registry=None, reports="reports", file=None):
-    """Push validated images by digest with their reports attached; a pass moves <gpu>-<stack>-validated and <gpu>-validated."""
+def publish(c, gpu=None, entry=None, registry=None, reports="reports", file=None):
+    """Push validated images by digest with reports attached; a pass moves <gpu>-<stack>-validated and <gpu>-validated."""
     _call(cli.publish, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports)
 
 
@@ -155,7 +173,7 @@ def publish(c, gpu, entry=None, registry=None, reports="reports", file=None):
         "file": FILE,
     }
 )
-def pull(c, gpu, stack=None, torch=None, aiter=None, registry=None, lock=None, file=None):
+def pull(c, gpu=None, stack=None, torch=None, aiter=None, registry=None, lock=None, file=None):
     """Pull the newest image whose attached report passed on this GPU (and stack), by digest."""
     _call(cli.pull, file=file, gpu=gpu, torch=torch, aiter=aiter, registry=registry, lock=lock, stack=stack)
 
@@ -172,7 +190,7 @@ def pull(c, gpu, stack=None, torch=None, aiter=None, registry=None, lock=None, f
         "file": FILE,
     }
 )
-def pipeline(c, gpu, entry=None, registry=None, wheelhouse=None, ca_cert="auto", reports="reports", publish=True, file=None):
+def pipeline(c, gpu=None, entry=None, registry=None, wheelhouse=None, ca_cert="auto", reports="reports", publish=True, file=None):
     """The main job for a GPU target: build, validate, report, publish; ends with a summary table."""
     _call(
         cli.pipeline,

@@ -40,6 +40,14 @@ Backend = Literal["auto", "sdk", "bake"]
 Status = Literal["built", "skipped", "failed"]
 
 
+def _fileserver_port() -> int:
+    """Read when options are made, not at import: a bad value is one line for the build, not a crash of every task."""
+    text = os.environ.get("ROCMCI_FILESERVER_PORT", "5099")
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise BuildError(f"ROCMCI_FILESERVER_PORT: expected a TCP port 1-65535 (got {text!r})")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     repository: str
@@ -49,7 +57,7 @@ class BuildOptions:
     bake_ca: bool = False
     wheelhouse: Path | None = None
     log_dir: Path = ROOT / "build" / "logs"
-    fileserver_port: int = int(os.environ.get("ROCMCI_FILESERVER_PORT", "5099"))
+    fileserver_port: int = field(default_factory=lambda: _fileserver_port())
     check_registry: bool = True
     registry_cache: bool = False
     source_url: str = "https://github.com/rocmci/rocmci"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -63,15 +64,45 @@ def _selected(file: str | None, gpu: str | None, entry: str | None) -> tuple[Pla
     return plan, plan.select(gpu, entry)
 
 
+def _for_gpu(file: str | None, gpu: str | None, entry: str | None) -> tuple[Plan, list[Entry]]:
+    """_selected for the tasks that work on one GPU target: without --gpu, one line naming the choices."""
+    from rocmci.errors import MatrixError, Problem
+
+    plan = load_plan(file)
+    if not gpu:
+        known = ", ".join(plan.matrix.targets)
+        raise MatrixError([Problem(str(plan.source), None, "--gpu", f"required: the GPU target to work on, one of {known}")])
+    return plan, plan.select(gpu, entry)
+
+
 def _progress(entries: list[Entry]) -> Progress:
     return Progress(width=max((len(e.id) for e in entries), default=0))
 
 
+def _declared(plan: Plan, gpu: str | None, gpus: str | None, entries: list[Entry]) -> list[Entry]:
+    """Only the entries of GPU targets a repository has runners for (`--gpus "mi355x local"`, comma or space separated)."""
+    if gpus is None:
+        return entries
+    from rocmci.errors import MatrixError, Problem
+
+    names = [name for name in re.split(r"[\s,]+", gpus) if name]
+    unknown = [name for name in names if name not in plan.matrix.targets]
+    if unknown or not names:
+        known = ", ".join(plan.matrix.targets)
+        got = ", ".join(unknown) if unknown else "none"
+        raise MatrixError([Problem(str(plan.source), None, "--gpus", f"expected GPU targets of the matrix ({known}), got {got}")])
+    if gpu is not None and gpu not in names:
+        message = f"target {gpu} is not among the declared GPU targets ({', '.join(names)}): no runner would take its jobs"
+        raise MatrixError([Problem(str(plan.source), None, "--gpu", message)])
+    return [e for e in entries if e.gpu in names]
+
+
 @reports_errors
-def matrix(file: str | None, gpu: str | None, as_json: bool, builds: bool = False) -> None:
+def matrix(file: str | None, gpu: str | None, as_json: bool, gpus: str | None = None, builds: bool = False) -> None:
     plan, entries = _selected(file, gpu, None)
+    entries = _declared(plan, gpu, gpus, entries)
     if as_json:
-        print(json.dumps((github_build_matrix if builds else github_matrix)(entries), separators=(",", ":")))
+        print(json.dumps((github_build_matrix if builds else github_matrix)(entries), separators=(",", ":"), allow_nan=False))
         return
     rows = [
         (
@@ -114,7 +145,7 @@ def wheelhouse(file: str | None, gpu: str | None, entry: str | None, dest: str, 
 @reports_errors
 def build_images(
     file: str | None,
-    gpu: str,
+    gpu: str | None,
     entry: str | None,
     push: bool,
     registry: str | None,
@@ -125,7 +156,7 @@ def build_images(
     wheelhouse: str | None,
     registry_cache: bool = False,
 ) -> None:
-    plan, entries = _selected(file, gpu, entry)
+    plan, entries = _for_gpu(file, gpu, entry)
     if backend not in ("auto", "sdk", "bake"):
         raise build.BuildError(f"--backend: expected auto, sdk or bake (got {backend!r})")
     options = build.BuildOptions.resolve(
@@ -138,7 +169,7 @@ def build_images(
         registry_cache=registry_cache,
     )
     if print_plan:
-        print(json.dumps(build.bake_file(entries, options), indent=2))
+        print(json.dumps(build.bake_file(entries, options), indent=2, allow_nan=False))
         return
     results = build.build_entries(plan, entries, options, _progress(entries))
     print("\n" + build.summary(results))
@@ -150,8 +181,8 @@ def build_images(
 
 
 @reports_errors
-def validate(file: str | None, gpu: str, entry: str | None, registry: str | None, reports_dir: str) -> None:
-    plan, entries = _selected(file, gpu, entry)
+def validate(file: str | None, gpu: str | None, entry: str | None, registry: str | None, reports_dir: str) -> None:
+    plan, entries = _for_gpu(file, gpu, entry)
     options = run.RunOptions(repository=repository_for(plan, registry), reports_dir=Path(reports_dir))
     results = run.validate_entries(plan, entries, options, _progress(entries))
     print("\n" + run.summary(results))
@@ -206,10 +237,13 @@ def doctor(file: str | None, gpu: str | None, image: str | None, min_free_gb: st
 
 
 @reports_errors
-def clean(keep: str | int, stop_timeout: str | None, entry: str | None, dry_run: bool) -> None:
-    from rocmci.clean import clean_command
+def clean(keep: str | int | None, stop_timeout: str | None, entry: str | None, dry_run: bool) -> None:
+    from rocmci.clean import DEFAULT_KEEP, clean_command
 
+    # tasks.py passes the flag as text (an int default would make invoke convert it, with a traceback on `abc`)
     keep_count = _number("--keep", keep, int)
+    if keep_count is None:
+        keep_count = DEFAULT_KEEP
     timeout = _number("--stop-timeout", stop_timeout, int)
     if timeout is None:
         timeout = _number("ROCMCI_STOP_TIMEOUT", os.environ.get("ROCMCI_STOP_TIMEOUT"), int)
@@ -217,10 +251,10 @@ def clean(keep: str | int, stop_timeout: str | None, entry: str | None, dry_run:
 
 
 @reports_errors
-def publish(file: str | None, gpu: str, entry: str | None, registry: str | None, reports_dir: str) -> None:
+def publish(file: str | None, gpu: str | None, entry: str | None, registry: str | None, reports_dir: str) -> None:
     from rocmci import registry as oci
 
-    plan, entries = _selected(file, gpu, entry)
+    plan, entries = _for_gpu(file, gpu, entry)
     items = oci.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
     results = oci.publish(items, repository_for(plan, registry))
     _record_digests(Path(reports_dir), results)
@@ -243,23 +277,27 @@ def _record_digests(reports: Path, results: list) -> None:
 @reports_errors
 def pull(
     file: str | None,
-    gpu: str,
+    gpu: str | None,
     torch: str | None,
     aiter: str | None,
     registry: str | None,
     lock: str | None,
     stack: str | None = None,
 ) -> None:
-    from rocmci import registry as oci
+    from rocmci.lock import pull_and_lock
 
-    plan = load_plan(file)
-    plan.select(gpu)
+    plan, _entries = _for_gpu(file, gpu, None)
     if stack is not None and stack not in plan.matrix.stacks:
         known = ", ".join(sorted(plan.matrix.stacks))
         raise RocmciError(f"{plan.source}: --stack: unknown stack {stack!r} (known: {known})")
-    build_prefix = plan.matrix.targets[gpu].gfx or "cpu"
-    result = oci.pull(
-        repository_for(plan, registry), gpu, torch=torch, aiter=aiter, lock_file=lock, stack=stack, build_prefixes=(build_prefix,)
+    result, _lock = pull_and_lock(
+        repository_for(plan, registry),
+        gpu,
+        torch=torch,
+        aiter=aiter,
+        lock_file=Path(lock) if lock else None,
+        stack=stack,
+        build_prefixes=(plan.matrix.targets[gpu].gfx or "cpu",),
     )
     print(result.reference)
 
@@ -267,7 +305,7 @@ def pull(
 @reports_errors
 def pipeline(
     file: str | None,
-    gpu: str,
+    gpu: str | None,
     entry: str | None,
     registry: str | None,
     wheelhouse: str | None,
@@ -279,7 +317,7 @@ def pipeline(
     from rocmci import registry as oci
     from rocmci import report as compat
 
-    plan, entries = _selected(file, gpu, entry)
+    plan, entries = _for_gpu(file, gpu, entry)
     repository = repository_for(plan, registry)
     progress = _progress(entries)
     options = build.BuildOptions.resolve(plan.repository, ca_cert=ca_cert, wheelhouse=Path(wheelhouse) if wheelhouse else None)

@@ -60,6 +60,17 @@ class HostGpus:
     source: str
     count: int
     gfx: tuple[str, ...]
+    device_ids: tuple[int, ...] = ()  # PCI device ids (vendor 0x1002), where the source gives them
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    """One GPU model of rocmci/resources/gpus.yaml."""
+
+    key: str
+    name: str
+    gfx: str
+    device_ids: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -263,15 +274,30 @@ def check_engine_disk(engine: EngineInfo, min_free_gb: float) -> Check:
 # ---------------------------------------------------------------- devices and groups
 
 
+def check_driver(dev_root: Path = Path("/dev"), sys_root: Path = Path("/sys")) -> Check:
+    """The root cause every GPU check depends on: the amdgpu driver, seen as /dev/kfd or the KFD topology in sysfs."""
+    kfd, topology = dev_root / "kfd", sys_root / KFD_TOPOLOGY
+    seen = [str(path) for path in (kfd, topology) if path.exists()]
+    if seen:
+        return Check("driver", Status.OK, "amdgpu loaded: " + " and ".join(seen))
+    return Check(
+        "driver",
+        Status.FAIL,
+        f"the amdgpu kernel driver is not loaded: no {kfd} and no {topology}. So there is no render node and no GPU "
+        "to find, and no validation can run here; the GPU checks below are not run",
+        "install the amdgpu driver (`amdgpu-install --usecase=dkms`) and `sudo modprobe amdgpu`; in a VM, pass the GPU "
+        "through; then run doctor again",
+    )
+
+
 def check_kfd(dev_root: Path = Path("/dev")) -> Check:
     kfd = dev_root / "kfd"
     if not kfd.exists():
         return Check(
             "kfd",
             Status.FAIL,
-            f"{kfd} missing: the amdgpu kernel driver (KFD) is not loaded",
-            "install the amdgpu driver (`amdgpu-install --usecase=dkms`) and `sudo modprobe amdgpu`; "
-            "in a VM, pass the GPU through; inside a container, start it with --device=/dev/kfd",
+            f"{kfd} missing although the amdgpu driver is loaded (its KFD topology is in sysfs)",
+            "inside a container, start it with --device=/dev/kfd; on a host, check the udev rules (`ls -l /dev/kfd`)",
         )
     if not stat.S_ISCHR(kfd.stat().st_mode):
         return Check(
@@ -295,7 +321,8 @@ def check_render_nodes(dev_root: Path = Path("/dev")) -> Check:
             "render-nodes",
             Status.FAIL,
             f"no {dev_root / 'dri'}/renderD* render nodes",
-            "load the amdgpu driver (`sudo modprobe amdgpu`); containers get them with --device /dev/dri",
+            "inside a container, start it with --device /dev/dri; on a host, check `dmesg | grep -i amdgpu` for a GPU "
+            "the driver did not bring up",
         )
     return Check("render-nodes", Status.OK, f"{len(nodes)}: " + ", ".join(p.name for p in nodes))
 
@@ -354,17 +381,88 @@ def gfx_from_target_version(version: int) -> str:
     return f"gfx{major}{minor:x}{stepping:x}"
 
 
+def _node_number(properties: Path) -> int:
+    return int(properties.parent.name) if properties.parent.name.isdigit() else -1
+
+
 def read_kfd_topology(sys_root: Path = Path("/sys")) -> HostGpus | None:
+    """GPU nodes of the KFD topology: gfx from `gfx_target_version`, PCI id from `device_id` (both decimal)."""
     nodes = sys_root / KFD_TOPOLOGY
     if not nodes.is_dir():
         return None
     gfx: list[str] = []
-    for props in sorted(nodes.glob("*/properties")):
+    device_ids: list[int] = []
+    for props in sorted(nodes.glob("*/properties"), key=_node_number):
         values = dict(line.split(None, 1) for line in props.read_text().splitlines() if len(line.split(None, 1)) == 2)
         version = int(values.get("gfx_target_version", "0").strip() or 0)
         if version:  # CPU nodes report 0
             gfx.append(gfx_from_target_version(version))
-    return HostGpus("kfd topology", len(gfx), tuple(gfx))
+            device_ids.append(int(values.get("device_id", "0").strip() or 0))
+    return HostGpus("kfd topology", len(gfx), tuple(gfx), tuple(device_ids))
+
+
+@functools.cache
+def gpu_models() -> dict[str, GpuModel]:
+    """rocmci/resources/gpus.yaml's models, by the target name that means each."""
+    from rocmci import resources
+
+    models = resources.load("gpus.yaml")["models"]
+    return {
+        key: GpuModel(key, model["name"], model["gfx"], frozenset(int(i, 16) for i in model["pci_device_ids"]))
+        for key, model in models.items()
+    }
+
+
+def model_of_device(device_id: int) -> GpuModel | None:
+    return next((model for model in gpu_models().values() if device_id in model.device_ids), None)
+
+
+def model_of_target(gpu: str) -> GpuModel | None:
+    """The model a target name means: `mi300x`, or the part before a dash (`mi300x-8gpu`)."""
+    models = gpu_models()
+    return models.get(gpu) or models.get(gpu.split("-", 1)[0])
+
+
+def _describe_models(device_ids: Sequence[int]) -> str:
+    counts: dict[str, int] = {}
+    for device_id in device_ids:
+        model = model_of_device(device_id)
+        name = f"{model.name} (0x{device_id:04x})" if model else f"an unknown device 0x{device_id:04x}"
+        counts[name] = counts.get(name, 0) + 1
+    return ", ".join(f"{n} x {name}" for name, n in counts.items())
+
+
+def check_gpu_model(gpu: str | None, seen: HostGpus) -> Check:
+    """The GPU model, not only the gfx: MI300X and MI325X share gfx942 but not their peak bandwidth."""
+    if not seen.device_ids:
+        return Check("gpu-model", Status.SKIP, f"{seen.source} gives no PCI device ids: model not checked")
+    found = _describe_models(seen.device_ids)
+    want = model_of_target(gpu) if gpu else None
+    if gpu is None:
+        return Check("gpu-model", Status.OK, found)
+    if want is None:
+        return Check(
+            "gpu-model",
+            Status.SKIP,
+            f"{found}; target {gpu} names no model of rocmci/resources/gpus.yaml, so the model is not compared",
+        )
+    others = sorted({m.key for m in map(model_of_device, seen.device_ids) if m is not None and m != want})
+    if others:
+        return Check(
+            "gpu-model",
+            Status.FAIL,
+            f"this runner has {found}, but target {gpu} is {want.name}",
+            f"label this runner {' / '.join(others)}, not {gpu} (the smoke test judges bandwidth against the target's "
+            f"peak), or run {gpu} jobs on {want.name} hosts",
+        )
+    if any(model_of_device(d) is None for d in seen.device_ids):
+        return Check(
+            "gpu-model",
+            Status.WARN,
+            f"{found}: cannot tell whether every GPU is {want.name}",
+            "add the device id to rocmci/resources/gpus.yaml (its source: pci.ids) if it is a known model",
+        )
+    return Check("gpu-model", Status.OK, found)
 
 
 def parse_rocminfo(text: str) -> HostGpus:
@@ -416,26 +514,31 @@ def check_kfd_topology(sys_root: Path, expect_gfx: str | None) -> tuple[Check, H
 
 
 def check_rocminfo(
-    expect_gfx: str | None, runner: Runner = run_command, which: Callable[[str], str | None] = shutil.which
-) -> tuple[Check, HostGpus | None]:
+    reference: HostGpus | None, runner: Runner = run_command, which: Callable[[str], str | None] = shutil.which
+) -> Check:
+    """Optional cross-check of the KFD topology: the images carry their own ROCm, so the host needs no rocminfo."""
     tool = find_tool(ROCMINFO_CANDIDATES, which)
     if not tool:
-        return Check(
-            "rocminfo",
-            Status.FAIL,
-            "rocminfo not installed on the host",
-            "install it (`sudo apt-get install rocminfo`, or ROCm via amdgpu-install) so GPUs can be counted",
-        ), None
+        return Check("rocminfo", Status.SKIP, "rocminfo not installed (optional: the KFD topology gives the GPUs)")
     code, out = runner([tool])
     if code != 0:
         return Check(
             "rocminfo",
-            Status.FAIL,
+            Status.WARN,
             f"`{tool}` exited {code}: {_tail(out)}",
-            "rocminfo needs /dev/kfd readable: load amdgpu and add the runner user to the render and video groups",
-        ), None
+            "optional: rocminfo needs /dev/kfd readable by this user (render and video groups); the containers get "
+            "the devices from Docker either way",
+        )
     seen = parse_rocminfo(out)
-    return _gpu_agreement("rocminfo", seen, expect_gfx, "rocminfo lists no GPU agent: check the amdgpu driver"), seen
+    detail = f"{seen.count} GPU(s): {', '.join(seen.gfx) or '-'}"
+    if reference is not None and sorted(seen.gfx) != sorted(reference.gfx):
+        return Check(
+            "rocminfo",
+            Status.WARN,
+            f"{detail}, but the {reference.source} has {reference.count}: {', '.join(reference.gfx) or '-'}",
+            "a GPU is hidden from this user or in a bad state: see `dmesg | grep -i amdgpu`",
+        )
+    return Check("rocminfo", Status.OK, detail)
 
 
 def check_amd_smi(
@@ -457,7 +560,7 @@ def check_amd_smi(
         return Check(
             "amd-smi",
             Status.WARN,
-            f"{count} GPU(s), but {reference.source} sees {reference.count}",
+            f"{count} GPU(s), but the {reference.source} has {reference.count}",
             "a GPU is hidden or in a bad state: see `amd-smi list` and `dmesg`",
         )
     return Check("amd-smi", Status.OK, f"{count} GPU(s)")
@@ -547,6 +650,23 @@ def check_image_torch(
 # ---------------------------------------------------------------- assembly
 
 
+GPU_CHECKS = ("kfd", "render-nodes", "groups", "kfd-topology", "gpu-model", "rocminfo", "amd-smi")
+
+
+def _host_gpu_checks(gpu: str | None, expect_gfx: str | None, io: DoctorInputs) -> tuple[list[Check], HostGpus | None, GroupIds]:
+    """GPU_CHECKS, with the driver loaded: devices, groups, then the GPUs from sysfs first and the tools as cross-checks."""
+    nodes = find_render_nodes(io.dev_root)
+    groups = read_groups(io.etc_group, nodes)
+    topo_check, topo = check_kfd_topology(io.sys_root, expect_gfx)
+    if topo is not None and topo_check.status is Status.OK:
+        model = check_gpu_model(gpu, topo)
+    else:
+        model = Check("gpu-model", Status.SKIP, "not run: see kfd-topology")
+    checks = [check_kfd(io.dev_root), check_render_nodes(io.dev_root), check_groups(groups, io.etc_group), topo_check, model]
+    checks += [check_rocminfo(topo, io.runner, io.which), check_amd_smi(topo, io.runner, io.which)]
+    return checks, topo, groups
+
+
 @dataclass
 class DoctorInputs:
     """Where the checks look; tests point these at temporary trees and canned commands."""
@@ -585,17 +705,17 @@ def run_doctor(
     host: HostGpus | None = None
     groups = GroupIds(None, None)
     if gpu_required:
-        nodes = find_render_nodes(io.dev_root)
-        groups = read_groups(io.etc_group, nodes)
-        checks += [check_kfd(io.dev_root), check_render_nodes(io.dev_root), check_groups(groups, io.etc_group)]
-        topo_check, topo = check_kfd_topology(io.sys_root, expect_gfx)
-        rocminfo_check, rocm = check_rocminfo(expect_gfx, io.runner, io.which)
-        host = rocm or topo
-        checks += [topo_check, rocminfo_check, check_amd_smi(host, io.runner, io.which)]
+        driver = check_driver(io.dev_root, io.sys_root)
+        checks.append(driver)
+        if driver.status is Status.OK:
+            gpu_checks, host, groups = _host_gpu_checks(gpu, expect_gfx, io)
+            checks += gpu_checks
+        else:
+            checks += [Check(name, Status.SKIP, "not run: no amdgpu driver (see driver)") for name in GPU_CHECKS]
     else:
         reason = f"not needed for target {gpu} (cpu only: no aiter kernel runs there)"
-        checks += [Check(name, Status.SKIP, reason) for name in ("kfd", "render-nodes", "groups", "gpus")]
-    devices_ok = not gpu_required or all(c.status is Status.OK for c in checks if c.name in ("kfd", "render-nodes"))
+        checks += [Check(name, Status.SKIP, reason) for name in ("driver", *GPU_CHECKS)]
+    devices_ok = not gpu_required or all(c.status is Status.OK for c in checks if c.name in ("driver", "kfd", "render-nodes"))
     probe: Callable[[], tuple[int, str]] | None = None
     if image and client is not None and devices_ok:
         policy = target.device_policy if target is not None else None

@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
+from rocmci import resources
 from rocmci.errors import MatrixError, Problem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,27 +38,23 @@ HASH_SCHEME = "rocmci-tag/v2"  # v2: the GPU model left the build args (one buil
 # Files that go into every image: any change to them gives every entry a new tag.
 CONTEXT_DIRS = ("images", "checks")
 
-KNOWN_GFX = {"gfx942", "gfx950"}
-# The gfx of each GPU the field notes list: a target with one of these names must carry its gfx.
-KNOWN_GPU_GFX = {"mi300x": "gfx942", "mi325x": "gfx942", "mi350x": "gfx950", "mi355x": "gfx950"}
-# torch minor release -> ROCm versions its wheels are published for on download.pytorch.org (test-infra history).
-TORCH_ROCM_WHEELS: dict[str, tuple[str, ...]] = {
-    "2.8": ("6.3", "6.4"),
-    "2.9": ("6.4",),
-    "2.10": ("7.0", "7.1"),
-    "2.11": ("7.1", "7.2"),
-    "2.12": ("7.1", "7.2"),
-    "2.13": ("7.1", "7.2"),
-    "2.14": ("7.2",),
-}
+# Domain tables live in data files (rocmci/resources/*.yaml), not here.
+_GPUS = resources.load("gpus.yaml")
+_TORCH_WHEELS = resources.load("torch-rocm.yaml")
+KNOWN_GFX = set(_GPUS["gfx"])
+# The gfx of each GPU model rocmci knows: a target with one of these names must carry its gfx.
+KNOWN_GPU_GFX: dict[str, str] = {name: model["gfx"] for name, model in _GPUS["models"].items()}
+# torch minor release -> ROCm versions its wheels are published for on download.pytorch.org.
+TORCH_ROCM_WHEELS: dict[str, tuple[str, ...]] = {minor: tuple(rocms) for minor, rocms in _TORCH_WHEELS["wheels"].items()}
 # First aiter release whose kernels accept each gfx.
-AITER_MIN_FOR_GFX = {"gfx942": Version("0.1.0"), "gfx950": Version("0.1.3")}
-PYTORCH_INDEX_HOST = "https://download.pytorch.org/whl/"
+AITER_MIN_FOR_GFX = {gfx: Version(facts["aiter_min"]) for gfx, facts in _GPUS["gfx"].items()}
+PYTORCH_INDEX_HOST: str = _TORCH_WHEELS["index_prefix"]
 # A docker tag is at most 128 characters: the id, a dash and 12 hex digits of the content hash.
 MAX_ID_LENGTH = 128 - 13
 MAX_TAG_LENGTH = 128
 # Aliases can make a small file expand into an enormous tree ("billion laughs"); stop well before that hurts.
 MAX_YAML_NODES = 250_000
+MAX_MATRIX_BYTES = 4 << 20  # a matrix of every GPU and stack is a few KiB
 MAX_YAML_DEPTH = 32
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -99,7 +97,11 @@ ImageTag = _text(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", "an image tag such as 7.2
 Digest = _text(r"sha256:[0-9a-f]{64}", "a digest: sha256: and 64 lowercase hex digits")
 RocmVersion = _text(r"[0-9]+\.[0-9]+(\.[0-9]+)?", 'a quoted ROCm version such as "7.2"')
 PythonVersion = _text(r"3\.[0-9]+", 'a quoted Python version such as "3.12"')
-TorchVersion = _text(r"[0-9]+\.[0-9]+\.[0-9]+", "a full torch release such as 2.13.0")
+TorchVersion = _text(
+    r"[0-9]+\.[0-9]+\.[0-9]+\S*",
+    "an exact torch version (PEP 440) such as 2.13.0, 2.8.0+rocm7.0.0.lw.git64359f59, or 2.10.0.dev20250801 with pre: true",
+    _is_pep440,
+)
 IndexUrl = _text(r"(https?|file)://\S+", "a wheel index URL such as https://download.pytorch.org/whl/rocm7.2")
 GitUrl = _text(r"(https://|ssh://|file://|git@)\S+", "a git URL such as https://github.com/ROCm/aiter")
 # A release tag only: the build gate compares the installed amd-aiter version with it, which a branch or a commit
@@ -173,10 +175,22 @@ class BaseImage(_Model):
 class TorchPin(_Model):
     version: TorchVersion
     index: IndexUrl
+    pre: bool = Field(default=False, description="true to ask for a pre-release or nightly (.dev) torch")
 
     @property
     def minor(self) -> str:
         return ".".join(self.version.split(".")[:2])
+
+    @property
+    def is_prerelease(self) -> bool:
+        """A nightly (.dev), alpha, beta or release candidate."""
+        return Version(self.version).is_prerelease
+
+    @property
+    def built_for_rocm(self) -> str | None:
+        """The ROCm major.minor a local version names: 2.8.0+rocm7.0.0.lw.git<sha> -> 7.0, 2.13.0+rocm7.2 -> 7.2."""
+        found = re.match(r"rocm([0-9]+)\.([0-9]+)", Version(self.version).local or "")
+        return f"{found.group(1)}.{found.group(2)}" if found else None
 
 
 class GitSource(_Model):
@@ -835,39 +849,68 @@ def _check_targets(matrix: Matrix, report: _Report) -> None:
             )
 
 
+def _check_torch_pin(stack: Stack, where: Path_, report: _Report) -> None:
+    """What the pin says of itself: a pre-release only when asked for, and a ROCm build label that fits the stack."""
+    torch = stack.torch
+    if torch.is_prerelease and not torch.pre:
+        report.add(
+            (*where, "torch", "version"),
+            f"torch {torch.version} is a pre-release (nightly or release candidate): expected a release, "
+            "or pre: true on the pin to ask for it",
+        )
+    built_for = torch.built_for_rocm
+    if built_for is not None and stack.rocm is None:
+        report.add((*where, "torch", "version"), f"torch {torch.version} is a ROCm {built_for} build: expected rocm on the stack")
+    elif built_for is not None and stack.rocm is not None and built_for != ".".join(stack.rocm.split(".")[:2]):
+        report.add(
+            (*where, "torch", "version"),
+            f"torch {torch.version} is built for ROCm {built_for}: expected a build for the stack's ROCm {stack.rocm}",
+        )
+
+
+def _check_pytorch_release_pairing(stack: Stack, rocm: str, where: Path_, report: _Report) -> bool:
+    """pytorch.org's torch/ROCm table, for its release indexes only; False when the ROCm version is unknown there."""
+    known_rocm = sorted({known for rocms in TORCH_ROCM_WHEELS.values() for known in rocms}, key=Version)
+    if rocm not in known_rocm:
+        report.add((*where, "rocm"), f"expected a ROCm version with torch wheels: {', '.join(known_rocm)} (got {stack.rocm!r})")
+        return False
+    torch_minors = [minor for minor, rocms in TORCH_ROCM_WHEELS.items() if rocm in rocms]
+    offered = TORCH_ROCM_WHEELS.get(stack.torch.minor)
+    if rocm not in (offered or ()):
+        elsewhere = (
+            f"torch {stack.torch.minor} wheels exist for ROCm {', '.join(offered)}"
+            if offered
+            else f"rocmci knows no ROCm wheels of torch {stack.torch.minor}"
+        )
+        report.add(
+            (*where, "torch", "version"),
+            f"torch {stack.torch.version} is not offered for ROCm {stack.rocm} ({elsewhere}): "
+            f"expected torch {', '.join(m + '.x' for m in torch_minors)} for ROCm {rocm}",
+        )
+    expected_index = f"{PYTORCH_INDEX_HOST}rocm{rocm}"
+    if stack.torch.index.rstrip("/") != expected_index:
+        report.add((*where, "torch", "index"), f"expected {expected_index} for ROCm {stack.rocm} (got {stack.torch.index})")
+    return True
+
+
 def _check_stacks(matrix: Matrix, report: _Report) -> None:
-    known_rocm = sorted({rocm for rocms in TORCH_ROCM_WHEELS.values() for rocm in rocms}, key=Version)
+    nightly_host = PYTORCH_INDEX_HOST + "nightly/"
     for name, stack in matrix.stacks.items():
         where = ("stacks", name)
+        _check_torch_pin(stack, where, report)
         index = stack.torch.index.rstrip("/")
         if stack.rocm is None:
-            if index.startswith(PYTORCH_INDEX_HOST + "rocm"):
+            if index.startswith((PYTORCH_INDEX_HOST + "rocm", nightly_host + "rocm")):
                 report.add(
                     (*where, "torch", "index"), f"expected a non-ROCm index for a stack without rocm (got {index}), or set rocm"
                 )
             continue
         rocm = ".".join(stack.rocm.split(".")[:2])
-        if rocm not in known_rocm:
-            report.add(
-                (*where, "rocm"), f"expected a ROCm version with torch wheels: {', '.join(known_rocm)} (got {stack.rocm!r})"
-            )
+        if index.startswith(nightly_host):
+            if index != f"{nightly_host}rocm{rocm}":
+                report.add((*where, "torch", "index"), f"expected {nightly_host}rocm{rocm} for ROCm {stack.rocm} (got {index})")
+        elif index.startswith(PYTORCH_INDEX_HOST) and not _check_pytorch_release_pairing(stack, rocm, where, report):
             continue
-        torch_minors = [minor for minor, rocms in TORCH_ROCM_WHEELS.items() if rocm in rocms]
-        offered = TORCH_ROCM_WHEELS.get(stack.torch.minor)
-        if rocm not in (offered or ()):
-            elsewhere = (
-                f"torch {stack.torch.minor} wheels exist for ROCm {', '.join(offered)}"
-                if offered
-                else f"rocmci knows no ROCm wheels of torch {stack.torch.minor}"
-            )
-            report.add(
-                (*where, "torch", "version"),
-                f"torch {stack.torch.version} is not offered for ROCm {stack.rocm} ({elsewhere}): "
-                f"expected torch {', '.join(m + '.x' for m in torch_minors)} for ROCm {rocm}",
-            )
-        expected_index = f"{PYTORCH_INDEX_HOST}rocm{rocm}"
-        if index.startswith(PYTORCH_INDEX_HOST) and index != expected_index:
-            report.add((*where, "torch", "index"), f"expected {expected_index} for ROCm {stack.rocm} (got {stack.torch.index})")
         base = stack.base_image
         base_rocm = re.match(r"([0-9]+\.[0-9]+)(?![0-9])", base.tag)
         if base.name.startswith("rocm/") and base_rocm and base_rocm.group(1) != rocm:
@@ -1077,6 +1120,17 @@ def content_hash(build_args: dict[str, str], context_digest: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+# Image label -> Entry.summary() field: validate records these labels and the report checks them against the entry.
+# An image is a shared build: its labels name the build, never an entry or GPU model.
+PIN_LABELS = {
+    "io.rocmci.build": "build",
+    "io.rocmci.content-hash": "content_hash",
+    "io.rocmci.torch": "torch",
+    "io.rocmci.aiter": "aiter",
+    "io.rocmci.gfx": "gfx",
+}
+
+
 def labels_for(build: str, target: Target, stack: Stack, digest: str) -> dict[str, str]:
     """Labels that follow from the pins alone, the same for every entry sharing the build (no GPU model in them);
     build time labels (created, revision) are added by build.py. `io.rocmci.entry` names the build on an image
@@ -1154,10 +1208,17 @@ def expand(matrix: Matrix, lines: _LineIndex, source: str, context: BuildContext
 
 
 def _read_text(source: Path) -> str:
+    """Only a regular file, and only up to MAX_MATRIX_BYTES: /dev/zero would be read until memory runs out, a FIFO
+    would wait for a writer forever."""
     try:
-        data = source.read_bytes()
+        if not stat.S_ISREG(source.stat().st_mode):
+            raise MatrixError([Problem(str(source), None, "", "not a regular file: give the path of a YAML matrix file")])
+        with source.open("rb") as handle:
+            data = handle.read(MAX_MATRIX_BYTES + 1)
     except OSError as exc:
         raise MatrixError([Problem(str(source), None, "", f"cannot read the matrix file: {exc.strerror}")]) from None
+    if len(data) > MAX_MATRIX_BYTES:
+        raise MatrixError([Problem(str(source), None, "", f"larger than {MAX_MATRIX_BYTES} bytes: not a matrix file")])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

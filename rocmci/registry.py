@@ -15,7 +15,6 @@ Credentials come from the environment or the Docker config, never from a referen
 from __future__ import annotations
 
 import base64
-import contextlib
 import email.utils
 import hashlib
 import json
@@ -666,7 +665,11 @@ def _descriptors(listed: Any, what: str) -> list[Descriptor]:
 
 
 def _canonical(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
+    """Strict JSON only: a non-finite figure never reaches a published document (standard parsers reject NaN)."""
+    try:
+        return json.dumps(document, indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
+    except ValueError as exc:
+        raise RegistryError(f"refusing to publish a document with a non-finite number: {exc}") from None
 
 
 def _settle(window: float) -> None:
@@ -1419,7 +1422,7 @@ class PullResult:
             k: self.entry.get(k) for k in ("id", "gpu", "gfx", "rocm", "python", "torch", "aiter", "stack") if k in self.entry
         }
         return {
-            "schema": "rocmci.lock/v1",
+            "schema": "rocmci.lock/v2",
             "repository": self.repository,
             "gpu": self.gpu,
             "reference": self.reference,
@@ -1511,55 +1514,11 @@ def find_validated(
     return result, notes
 
 
-def _lock_temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
-def check_lock_destination(path: Path) -> None:
-    """Before pulling anything: the lock file can be written there (a trial write of its temporary, removed again)."""
-    if path.is_dir():
-        raise RegistryError(f"--lock {path}: is a directory; give a file name such as {path / 'rocmci.lock.json'}")
-    trial = _lock_temporary(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        trial.write_text("")
-        trial.unlink()
-    except OSError as exc:
-        raise RegistryError(f"--lock {path}: cannot write there: {_why_not(exc)}") from None
-
-
-def _why_not(exc: OSError) -> str:
-    if isinstance(exc, FileExistsError | NotADirectoryError):
-        return "a part of its directory is a file, not a directory"
-    return exc.strerror or str(exc)
-
-
-def write_lock(result: PullResult, path: Path) -> None:
-    """JSON lock (YAML when the file ends in .yaml/.yml) a deployment can pin: reference, digest, pins, report."""
-    data = result.lock()
-    if path.suffix in {".yaml", ".yml"}:
-        import yaml
-
-        text = yaml.safe_dump(data, sort_keys=False)
-    else:
-        text = json.dumps(data, indent=2) + "\n"
-    tmp = _lock_temporary(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise RegistryError(f"--lock {path}: cannot write there: {_why_not(exc)}") from None
-
-
 def pull(
     repository: str,
     gpu: str,
     torch: str | None = None,
     aiter: str | None = None,
-    lock_file: Path | str | None = None,
     *,
     stack: str | None = None,
     build_prefixes: Sequence[str] = (),
@@ -1568,10 +1527,8 @@ def pull(
     insecure: bool | None = None,
     log: Log = _stderr,
 ) -> PullResult:
-    """Find the newest validated image for `gpu` (and stack, pins), pull it by digest, optionally write a lock file."""
+    """Find the newest validated image for `gpu` (and stack, pins) and pull it by digest (rocmci.lock writes lock files)."""
     split_repository(repository)
-    if lock_file:
-        check_lock_destination(Path(lock_file))
     client = client or client_for(repository, insecure)[0]
     found, notes = find_validated(repository, gpu, torch, aiter, stack=stack, build_prefixes=build_prefixes, client=client)
     for note in notes:
@@ -1594,8 +1551,4 @@ def pull(
         raise client.error(
             f"the engine could not pull {found.reference}: {exc} (is the engine logged in? docker login)"
         ) from None
-    found = replace(found, image_id=image.id, rejected=tuple(n for n in notes if "rejected" in n))
-    if lock_file:
-        write_lock(found, Path(lock_file))
-        log(f"pull: lock written to {lock_file}")
-    return found
+    return replace(found, image_id=image.id, rejected=tuple(n for n in notes if "rejected" in n))

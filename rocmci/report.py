@@ -13,6 +13,7 @@ import math
 import os
 import re
 import signal
+import stat
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rocmci import __version__
 from rocmci.errors import RocmciError
+from rocmci.matrix import PIN_LABELS
 
 RESULT_SCHEMA = "rocmci.result/v1"
 PROBE_SCHEMA = "rocmci.probe/v1"
@@ -36,6 +38,7 @@ TEST_RESULT_PREDICATE = "https://in-toto.io/attestation/test-result/v0.1"
 CPU_ONLY_NOTE = "CPU only: no aiter kernel ran"
 FIXTURE_NOTE = "fixture image: its aiter is a test double, not a real aiter build"
 STEP_SUMMARY_LIMIT = 1_000_000  # bytes; GitHub refuses a job step summary over 1 MiB
+MAX_DOCUMENT_BYTES = 64 << 20  # a smoke.json of every case is well under 1 MiB
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 8_000
 
@@ -50,6 +53,8 @@ VERDICT_ORDER: tuple[VerdictName, ...] = ("pass", "fail", "error", "not-run")
 _ENTRY_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_VERSION_PIN = re.compile(r"\d+\.\d+")  # as checks/probe.py: a release pin; anything else is a git ref
+_GIT_HASH_IN_VERSION = re.compile(r"\+g([0-9a-f]{7,40})")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -61,7 +66,8 @@ class ReportError(RocmciError):
 
 
 class _Doc(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # allow_inf_nan=False: pydantic would otherwise read the string "NaN" as a float (and write NaN as null).
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, allow_inf_nan=False)
 
 
 _D = TypeVar("_D", bound=_Doc)
@@ -78,6 +84,7 @@ class ImageInfo(_Doc):
     ref: str = ""
     id: str | None = None
     digest: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class HostInfo(_Doc):
@@ -129,6 +136,7 @@ class ProbeDoc(_Doc):
     aiter: dict[str, Any] = Field(default_factory=dict)
     first_call_ms: float | None = None
     findings: list[Finding] = Field(default_factory=list)
+    expect: dict[str, Any] | None = None
 
 
 class SmokeDevice(_Doc):
@@ -186,6 +194,7 @@ class Gate(_Doc):
 class SkippedItem(_Doc):
     what: str
     reason: str = ""
+    blocking: bool = False
 
 
 class SmokeDoc(_Doc):
@@ -193,6 +202,7 @@ class SmokeDoc(_Doc):
     status: Literal["pass", "fail", "error"]
     scope: Scope
     device: SmokeDevice = Field(default_factory=SmokeDevice)
+    versions: dict[str, Any] = Field(default_factory=dict)
     peak_bandwidth_gbs: float | None = None
     tolerances: dict[str, Any] = Field(default_factory=dict)
     cases: list[SmokeCase] = Field(default_factory=list)
@@ -237,15 +247,38 @@ class Evidence:
         return self.result.steps.get(name) if self.result else None
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _read_json(path: Path) -> tuple[Any, str | None]:
+    """Strict JSON only: NaN/Infinity (and numbers that overflow to them), nesting that blows the stack and documents no
+    check writes at this size are problems of the document, never a crash of the report."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")), None
+        info = path.stat()
+        size = info.st_size
+        if not stat.S_ISREG(info.st_mode):
+            return None, f"{path.name} is not a regular file"
+        if size > MAX_DOCUMENT_BYTES:
+            return None, f"{path.name} is {size} bytes, more than the {MAX_DOCUMENT_BYTES} a rocmci document may have"
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant, parse_float=_finite), None
     except FileNotFoundError:
         return None, f"{path.name} is missing"
     except json.JSONDecodeError as exc:
         return None, f"{path.name} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"{path.name} cannot be read: {exc}"
+    except RecursionError:
+        return None, f"{path.name} is nested too deeply to be a rocmci document"
+    except ValueError as exc:
+        return None, f"{path.name} is not strict JSON: {exc}"
 
 
 def _parse(model: type[_D], path: Path, schema: str) -> tuple[_D | None, str | None]:
@@ -338,7 +371,8 @@ def _achieved_scope(ev: Evidence, intended: Scope) -> Scope:
 
 
 def _doc_failures(ev: Evidence) -> tuple[list[str], list[str]]:
-    """(error reasons, failure reasons) from the probe and smoke documents' own statuses."""
+    """(error reasons, failure reasons) from the probe and smoke documents' evidence: findings, cases and gates. A
+    document's own status only ever makes things worse; a `pass` that its evidence contradicts is a fail saying so."""
     errors: list[str] = []
     failures: list[str] = []
     if ev.probe is not None:
@@ -346,21 +380,95 @@ def _doc_failures(ev: Evidence) -> tuple[list[str], list[str]]:
         if ev.probe.status == "error":
             errors.extend(bad or ["probe: status error (the probe could not run)"])
         else:
+            if ev.probe.status == "pass" and bad:
+                failures.append(f"contradiction: probe.json says pass but records {len(bad)} error finding(s)")
             failures.extend(bad)
             if ev.probe.status == "fail" and not bad:
                 failures.append("probe: status fail")
     if ev.smoke is not None:
-        cases = [
-            f"smoke: {c.label}: {c.status}" + (f": {c.reason}" if c.reason else "")
-            for c in ev.smoke.cases
-            if c.status in ("fail", "error")
-        ]
-        gates = [f"smoke gate {g.name}: {g.detail or 'failed'}" for g in ev.smoke.gates if not g.passed]
-        if ev.smoke.status == "error":
-            errors.extend(cases or [f"smoke: {ev.smoke.error or 'status error (the smoke test could not run)'}"])
-        elif ev.smoke.status == "fail":
-            failures.extend(cases + gates or ["smoke: status fail"])
+        smoke_errors, smoke_failures = _smoke_failures(ev.smoke)
+        errors += smoke_errors
+        failures += smoke_failures
     return errors, failures
+
+
+def _smoke_failures(smoke: SmokeDoc) -> tuple[list[str], list[str]]:
+    """What the smoke test's cases, gates and blocking skips show, whatever its `status` says."""
+    bad_cases = [c for c in smoke.cases if c.status in ("fail", "error")]
+    cases = [f"smoke: {c.label}: {c.status}" + (f": {c.reason}" if c.reason else "") for c in bad_cases]
+    if smoke.status == "error":
+        return cases or [f"smoke: {smoke.error or 'status error (the smoke test could not run)'}"], []
+    gates = [f"smoke gate {g.name}: {g.detail or 'failed'}" for g in smoke.gates if not g.passed]
+    blocking = [f"smoke: {s.what} could not run on this device: {s.reason}" for s in smoke.skipped if s.blocking]
+    shown = cases + gates + blocking
+    if not smoke.cases:
+        shown.append("smoke: no case ran (smoke.json lists no cases): nothing was verified")
+    elif all(c.status == "skipped" for c in smoke.cases):
+        shown.append("smoke: every case was skipped: nothing was verified")
+    if smoke.status == "pass" and shown:
+        what = [
+            f"{n} of {len(smoke.cases)} cases {st}ed" for st in ("fail", "error") if (n := sum(c.status == st for c in bad_cases))
+        ]
+        if gates:
+            what.append(f"{len(gates)} gate(s) failed")
+        if blocking:
+            what.append("a required implementation could not run")
+        return [], [f"contradiction: smoke.json says pass but {', '.join(what) or 'no case of it ran'}", *shown]
+    if smoke.status == "fail" and not shown:
+        return [], ["smoke: status fail"]
+    return [], shown
+
+
+def _version_matches(found: str, pinned: str) -> bool:
+    """As checks/probe.py: a pin without a local part ('2.13.0') accepts any local build of it ('2.13.0+rocm7.2')."""
+    return found == pinned if "+" in pinned else found.split("+", 1)[0] == pinned
+
+
+def _aiter_mismatch(found: str, pinned: str) -> bool:
+    if _VERSION_PIN.match(pinned):
+        return not _version_matches(found, pinned)
+    commit = _GIT_HASH_IN_VERSION.search(found)
+    # A git pin is comparable only where the version carries the commit (setuptools-scm's +g<hash>).
+    return bool(
+        commit and re.fullmatch(r"[0-9a-f]{7,40}", pinned) and not (pinned.startswith(commit[1]) or commit[1].startswith(pinned))
+    )
+
+
+def _pin_failures(ev: Evidence) -> list[str]:
+    """The versions the checks found inside the image, the pins they were run with and the image's own labels, each
+    against the entry's pins: a document from another run or another image is no evidence for this one."""
+    entry = ev.entry
+    torch_pin, aiter_pin = entry.get("torch"), entry.get("aiter")
+    reasons: list[str] = []
+    for name, doc in (("probe", ev.probe), ("smoke", ev.smoke)):
+        versions = doc.versions if doc is not None else {}
+        if doc is None or (name == "smoke" and not versions):
+            continue  # older smoke.json files carry no versions; the probe's always do
+        torch_found = versions.get("torch")
+        if torch_pin and not isinstance(torch_found, str):
+            reasons.append(f"{name}.json names no torch version: the pin torch {torch_pin} is not shown to be in the image")
+        elif torch_pin and not _version_matches(torch_found, str(torch_pin)):
+            reasons.append(
+                f"{name}.json found torch {torch_found} but the entry pins {torch_pin}: it is not evidence for this image"
+            )
+        aiter_found = [v for k in ("aiter_dist", "aiter_import") if isinstance(v := versions.get(k), str)]
+        if aiter_pin and name == "probe" and not aiter_found:
+            reasons.append(f"probe.json names no aiter version: the pin aiter {aiter_pin} is not shown to be in the image")
+        wrong = sorted({v for v in aiter_found if aiter_pin and _aiter_mismatch(v, str(aiter_pin))})
+        if wrong:
+            reasons.append(
+                f"{name}.json found aiter {', '.join(wrong)} but the entry pins {aiter_pin}: it is not evidence for this image"
+            )
+    expect = ev.probe.expect if ev.probe is not None and ev.probe.expect is not None else {}
+    for key in ("torch", "aiter", "gfx"):
+        if key in expect and expect[key] != entry.get(key):
+            reasons.append(f"probe.json was run expecting {key} {expect[key]!r} but the entry pins {entry.get(key)!r}")
+    labels = ev.result.image.labels if ev.result is not None else {}
+    for label, key in PIN_LABELS.items():
+        pinned = "" if entry.get(key) is None else str(entry.get(key))
+        if label in labels and labels[label] != pinned:
+            reasons.append(f"the image validated is labelled {label}={labels[label]!r} but the entry has {key} {pinned!r}")
+    return reasons
 
 
 def _gpu_run_failures(ev: Evidence) -> list[str]:
@@ -425,6 +533,7 @@ def judge(ev: Evidence) -> Verdict:
     doc_errors, failures = _doc_failures(ev)
     errors += doc_errors
     if ev.result is not None:
+        failures += _pin_failures(ev)
         failures += _cpu_run_failures(ev) if kind == "cpu" else _gpu_run_failures(ev)
     verdict: VerdictName = "error" if errors else "fail" if failures else "pass"
     return Verdict(verdict, _achieved_scope(ev, intended), errors + failures, notes, fixture, kind)
@@ -436,7 +545,10 @@ def verdict_for(entry_dir: Path, entry: Mapping[str, Any] | None = None) -> Verd
     - no result.json (or one for an older tag of the planned entry) -> not-run;
     - result.error, a probe/smoke status `error`, an exit code other than 0/1 (2, a signal), a missing or
       unparsable JSON document, or a document contradicting its exit code -> error;
-    - a probe finding of severity error, a probe status fail, a smoke status fail -> fail;
+    - a probe finding of severity error, a failed or errored smoke case, a failed gate, a blocking skip, no smoke case
+      that ran, a probe/smoke status fail -> fail; a document saying `pass` against such evidence -> fail, "contradiction";
+    - versions the checks found (torch, aiter), the pins the probe was run with, or the image's pin labels that differ
+      from the entry's pins -> fail (the documents are from another run or another image);
     - an AMD entry passes only if the smoke test ran on a ROCm GPU of the entry's gfx with at least one aiter case
       passing there; a cpu-only scope, a skipped step, another gfx or a fixture image -> fail ("no GPU run: ...");
     - a cpu entry passes only with scope cpu-only, and always carries the note "CPU only: no aiter kernel ran".
@@ -1594,8 +1706,8 @@ def _umask() -> int:
     return current
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temp file beside `path`, then os.replace: readers see the old file or the new one, never half."""
+def _stage(path: Path, text: str) -> Path:
+    """Write `text` to a synced temp file beside `path` (same file system, so the final rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -1604,24 +1716,39 @@ def _write_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def _replace_all(documents: Mapping[Path, str]) -> None:
+    """Stage every file first, then rename each into place: a render or write that fails (a bad document, a full disk)
+    leaves every previous file as it was, and no temp file behind."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, text in documents.items():
+            staged[path] = _stage(path, text)
+        for path, tmp in list(staged.items()):
+            os.replace(tmp, path)
+            del staged[path]
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
 
 
 def _json_text(doc: Any) -> str:
-    return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    """Strict JSON (no NaN/Infinity): what every standard parser reads."""
+    return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def write_all(reports_dir: Path, entries: list[dict[str, Any]], generated_at: str | None = None) -> ReportPaths:
     """Write compat.json, compat.md, junit.xml, index.html and <id>/intoto.json under reports_dir.
 
-    The old compat.json is removed first and the new one is written last, after everything rendered and every other
-    file was replaced, so a failure never leaves a compat.json that claims more than the current results show."""
+    Everything is rendered before anything is written, and written through temp files renamed into place (compat.json
+    last), so a failed report run leaves the previous report files intact."""
     reports_dir = Path(reports_dir)
     compat_json = reports_dir / "compat.json"
-    compat_json.unlink(missing_ok=True)
     report = collect(reports_dir, entries, generated_at)
     documents = {
         reports_dir / "compat.md": render_markdown(report),
@@ -1629,18 +1756,19 @@ def write_all(reports_dir: Path, entries: list[dict[str, Any]], generated_at: st
         reports_dir / "index.html": render_html(report),
     }
     intoto: dict[str, Path] = {}
+    stale: list[Path] = []
     for item in report.entries:
         path = item.evidence.entry_dir / "intoto.json"
         if item.verdict.verdict == "not-run":
             if item.evidence.entry_dir.is_dir():
-                path.unlink(missing_ok=True)
+                stale.append(path)
             continue
         documents[path] = _json_text(intoto_statement(item))
         intoto[item.id] = path
-    compat_text = _json_text(report.to_json())
-    for path, text in documents.items():
-        _write_atomic(path, text)
-    _write_atomic(compat_json, compat_text)
+    documents[compat_json] = _json_text(report.to_json())
+    _replace_all(documents)
+    for path in stale:
+        path.unlink(missing_ok=True)
     return ReportPaths(
         compat_json=compat_json,
         compat_md=reports_dir / "compat.md",

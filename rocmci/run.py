@@ -10,26 +10,30 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
+from docker.models.images import Image
 from docker.types import Ulimit
 from requests.exceptions import RequestException
 
 from rocmci.engine import MANAGED_LABEL, docker_client
 from rocmci.errors import RunError
-from rocmci.matrix import ROOT, Entry, Plan, Target
+from rocmci.matrix import PIN_LABELS, ROOT, Entry, Plan, Target
 from rocmci.progress import Progress, table
 
 CHECKS_DIR = "/opt/rocmci/checks"
 RESULT_SCHEMA = "rocmci.result/v1"
 STOP_TIMEOUT_S = 10
+REMOVE_WAIT_S = 30
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,9 @@ class RunResult:
     probe: StepOutcome | None = None
     smoke: StepOutcome | None = None
     error: str | None = None
+    image: dict[str, Any] = field(default_factory=dict)
+    started: str = field(default_factory=lambda: _now())
+    phase: str = "preparing"
 
     @property
     def status(self) -> str:
@@ -200,31 +207,68 @@ def smoke_command(entry: Entry, target: Target) -> list[str]:
 
 @contextmanager
 def _interrupts_as_exceptions() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job) takes the same cleanup path as Ctrl-C."""
-    previous = signal.getsignal(signal.SIGTERM)
+    """SIGTERM (a cancelled CI job) takes the same cleanup path as Ctrl-C; the interrupt carries the signal's name."""
 
     def raise_interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    try:
-        signal.signal(signal.SIGTERM, raise_interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        previous = None
+    previous = _set_handlers(raise_interrupt)
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        _restore_handlers(previous)
+
+
+def _set_handlers(handler: Callable[[int, object], None]) -> dict[int, object]:
+    previous: dict[int, object] = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    return previous
+
+
+def _restore_handlers(previous: dict[int, object]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
 @contextmanager
-def check_container(image_ref: str, spec: ContainerSpec) -> Iterator[Container]:
+def _signals_deferred() -> Iterator[list[str]]:
+    """While the check container is removed, Ctrl-C/SIGTERM only get noted: a second Ctrl-C must not leave it behind."""
+    received: list[str] = []
+
+    def note(signum: int, frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        print("rocmci: removing the check container first (it will not be left behind)", file=sys.stderr, flush=True)
+
+    previous = _set_handlers(note)
+    try:
+        yield received
+    finally:
+        _restore_handlers(previous)
+
+
+@dataclass
+class Cleanup:
+    """What became of the check container; `problem` says why it could not be removed."""
+
+    container_id: str = ""
+    problem: str | None = None
+
+
+@contextmanager
+def check_container(image_ref: str, spec: ContainerSpec, cleanup: Cleanup | None = None) -> Iterator[Container]:
+    cleanup = cleanup if cleanup is not None else Cleanup()
     client = docker_client()
     container = client.containers.create(
         image_ref,
         command=["sleep", "infinity"],
         init=True,
         detach=True,
+        # The engine removes it by itself when it comes back after dying mid-run (it cannot be asked while down).
+        auto_remove=True,
         labels=spec.labels,
         devices=spec.devices,
         group_add=spec.group_add,
@@ -236,18 +280,41 @@ def check_container(image_ref: str, spec: ContainerSpec) -> Iterator[Container]:
         environment={"PYTHONUNBUFFERED": "1"},
         working_dir="/tmp",
     )
+    cleanup.container_id = container.id
+    graceful = True
     try:
         container.start()
         yield container
+    except BaseException:
+        graceful = False  # interrupted or failed: kill at once instead of waiting out a stop timeout
+        raise
     finally:
-        _remove(container)
+        with _signals_deferred() as received:
+            cleanup.problem = _remove(container, graceful)
+        if received and graceful:
+            raise KeyboardInterrupt(received[0])
 
 
-def _remove(container: Container) -> None:
-    with suppress(APIError, NotFound):
-        container.stop(timeout=STOP_TIMEOUT_S)
-    with suppress(NotFound):
-        container.remove(force=True)
+def _remove(container: Container, graceful: bool) -> str | None:
+    """Stop (when graceful) and remove the container, waiting until it is gone; a problem is returned, never raised."""
+    try:
+        if graceful:
+            with suppress(APIError):
+                container.stop(timeout=STOP_TIMEOUT_S)
+        with suppress(APIError):  # 404 gone, 409 auto-removal already under way
+            container.remove(force=True)
+        deadline = time.monotonic() + REMOVE_WAIT_S
+        while time.monotonic() < deadline:
+            container.reload()
+            time.sleep(0.2)
+        return f"the check container {container.short_id} was still there {REMOVE_WAIT_S}s after its removal; `invoke clean` removes it"
+    except NotFound:
+        return None
+    except (DockerException, RequestException) as exc:
+        return (
+            f"the check container {container.short_id} could not be removed ({type(exc).__name__}: the engine is unreachable): "
+            "the engine removes it when it is back (auto-remove), `invoke clean` removes any left"
+        )
 
 
 def run_step(container: Container, command: list[str], timeout_s: int, out_json: Path, out_log: Path) -> StepOutcome:
@@ -262,38 +329,85 @@ def run_step(container: Container, command: list[str], timeout_s: int, out_json:
     return StepOutcome(exit_code=exit_code, wall_s=time.monotonic() - started, log=out_log.name)
 
 
-def _ensure_image(image_ref: str, pull: bool, progress: Progress, entry_id: str) -> str:
+def _ensure_image(image_ref: str, pull: bool, progress: Progress, entry_id: str) -> Image:
     client = docker_client()
     try:
-        return client.images.get(image_ref).id
+        return client.images.get(image_ref)
     except ImageNotFound:
         if not pull:
             raise RunError(f"image {image_ref} is not built (run `invoke build` first)") from None
     progress.line(entry_id, "pulling", image_ref)
     try:
-        return client.images.pull(image_ref).id
+        return client.images.pull(image_ref)
     except (APIError, NotFound) as exc:
         raise RunError(f"image {image_ref} is neither built here nor pullable: {exc.explanation or exc}") from None
 
 
-def _image_digest(image_ref: str) -> str | None:
+def _image_facts(image: Image, image_ref: str) -> dict[str, Any]:
+    """Read while the engine is up: id, registry digest and rocmci's pin labels (the report checks them against the plan)."""
     repository = image_ref.rsplit(":", 1)[0]
-    for repo_digest in docker_client().images.get(image_ref).attrs.get("RepoDigests") or []:
-        if repo_digest.startswith(repository + "@"):
-            return repo_digest.split("@", 1)[1]
-    return None
+    digests = [d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if d.startswith(repository + "@")]
+    labels = image.labels or {}
+    return {
+        "id": image.id,
+        "digest": digests[0] if digests else None,
+        "labels": {k: v for k, v in sorted(labels.items()) if k in PIN_LABELS and isinstance(v, str)},
+    }
+
+
+def _discard(entry_dir: Path) -> None:
+    """Take an earlier result out of the way in one rename, before anything runs: from here on, however this run
+    ends (an error, Ctrl-C, a dying engine), no older pass can stand in for it."""
+    if not entry_dir.exists() and not entry_dir.is_symlink():
+        return
+    if entry_dir.is_dir() and not entry_dir.is_symlink():
+        aside = Path(tempfile.mkdtemp(prefix=f".{entry_dir.name}.discarded.", dir=entry_dir.parent))
+        os.replace(entry_dir, aside / entry_dir.name)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        entry_dir.unlink()
+
+
+class Interrupted(RunError):
+    """Ctrl-C or SIGTERM during a validation: says what was interrupted and what was cleaned up."""
+
+    exit_code = 130
 
 
 def validate_entry(entry: Entry, options: RunOptions, progress: Progress) -> RunResult:
     image_ref = entry.image_ref(options.repository)
     final_dir = options.reports_dir / entry.id
     options.reports_dir.mkdir(parents=True, exist_ok=True)
+    _discard(final_dir)
     work = Path(tempfile.mkdtemp(prefix=f".{entry.id}.", dir=options.reports_dir))
     result = RunResult(entry.id, image_ref, final_dir)
-    started = _now()
-    image_id = None
+    cleanup = Cleanup()
     try:
-        image_id = _ensure_image(image_ref, options.pull_missing, progress, entry.id)
+        _run_checks(entry, options, progress, result, work, cleanup)
+        result.phase = "writing the result"
+        write_result(work, entry, result, options.dev_root)
+        _discard(final_dir)
+        os.replace(work, final_dir)
+    except KeyboardInterrupt as interrupt:
+        shutil.rmtree(work, ignore_errors=True)
+        name = interrupt.args[0] if interrupt.args else "SIGINT"
+        how = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM (a cancelled job)"}.get(name, name)
+        container = cleanup.problem or ("the check container was removed" if cleanup.container_id else "no container had started")
+        raise Interrupted(
+            f"{entry.id}: validation interrupted by {how} while {result.phase}; {container}; "
+            "no result was written (any earlier one was removed first, so the entry reads not-run)"
+        ) from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    progress.line(entry.id, "validated" if result.status == "ok" else result.status.upper(), str(final_dir))
+    return result
+
+
+def _run_checks(entry: Entry, options: RunOptions, progress: Progress, result: RunResult, work: Path, cleanup: Cleanup) -> None:
+    try:
+        result.phase = "looking up the image"
+        result.image = _image_facts(_ensure_image(result.image_ref, options.pull_missing, progress, entry.id), result.image_ref)
         spec = container_spec(entry, options.dev_root)
         if entry.is_amd and spec.missing_devices:
             result.error = (
@@ -301,7 +415,9 @@ def validate_entry(entry: Entry, options: RunOptions, progress: Progress) -> Run
                 f"{entry.gpu} can only be validated on a runner with {entry.gfx} GPUs (see `invoke doctor`)"
             )
             progress.line(entry.id, "probing", "without GPU devices (the verdict cannot be a pass)")
-        with check_container(image_ref, spec) as container:
+        result.phase = "starting the check container"
+        with check_container(result.image_ref, spec, cleanup) as container:
+            result.phase = "running the probe step"
             progress.line(entry.id, "probing", " ".join(probe_command(entry)[2:]))
             result.probe = run_step(
                 container, probe_command(entry), options.step_timeout_s, work / "probe.json", work / "probe.log"
@@ -309,22 +425,18 @@ def validate_entry(entry: Entry, options: RunOptions, progress: Progress) -> Run
             if result.error:
                 result.smoke = StepOutcome(None, 0.0, "", skipped=result.error)
             else:
+                result.phase = "running the smoke step"
                 progress.line(entry.id, "smoke", " ".join(smoke_command(entry, entry.target)[2:]))
                 result.smoke = run_step(
                     container, smoke_command(entry, entry.target), options.step_timeout_s, work / "smoke.json", work / "smoke.log"
                 )
+            result.phase = "removing the check container"
     except (RunError, DockerException, RequestException, OSError) as exc:
         # The engine went away, a socket timed out, the image could not start: an error result, never a traceback.
-        result.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RunError) else str(exc)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    _write_result(work, entry, result, image_ref, image_id, started, options.dev_root)
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    os.replace(work, final_dir)
-    progress.line(entry.id, "validated" if result.status == "ok" else result.status.upper(), str(final_dir))
-    return result
+        detail = str(exc) if isinstance(exc, RunError) else f"{result.phase} failed: {type(exc).__name__}: {exc}"
+        result.error = "; ".join(filter(None, [result.error, detail]))
+    if cleanup.problem:
+        result.error = "; ".join(filter(None, [result.error, cleanup.problem]))
 
 
 def _now() -> str:
@@ -332,32 +444,41 @@ def _now() -> str:
 
 
 def _gpu_seen(probe_json: Path) -> dict:
-    """The GPU the probe saw inside the container (name, gfx, count), for the report's host column."""
+    """The GPU the probe saw inside the container (name, gfx, count), for the report's host column; only plain values
+    are taken from the document (it comes from inside the image under test)."""
     try:
         gpu = json.loads(probe_json.read_text()).get("gpu") or {}
-    except (OSError, ValueError, AttributeError):
+        name, gfx, count = gpu.get("name"), gpu.get("gfx"), gpu.get("count")
+    except (OSError, ValueError, AttributeError, RecursionError):
         return {}
-    return {"gpu_name": gpu.get("name"), "gfx": gpu.get("gfx"), "device_count": gpu.get("count")}
+    return {
+        "gpu_name": name if isinstance(name, str) else None,
+        "gfx": gfx if isinstance(gfx, str) else None,
+        "device_count": count if type(count) is int else None,
+    }
 
 
-def _write_result(
-    work: Path, entry: Entry, result: RunResult, image_ref: str, image_id: str | None, started: str, dev_root: Path
-) -> None:
+def write_result(work: Path, entry: Entry, result: RunResult, dev_root: Path) -> None:
     document = {
         "schema": RESULT_SCHEMA,
         "entry": entry.summary(),
-        "image": {"ref": image_ref, "id": image_id, "digest": _image_digest(image_ref) if image_id else None},
+        "image": {"ref": result.image_ref, "id": None, "digest": None, **result.image},
         "host": {
             "hostname": socket.gethostname(),
             "gpu_devices": [str(p) for p in render_nodes(dev_root)],
             **_gpu_seen(work / "probe.json"),
         },
-        "started": started,
+        "started": result.started,
         "finished": _now(),
         "steps": {name: step.as_json() for name, step in (("probe", result.probe), ("smoke", result.smoke)) if step},
         "error": result.error,
     }
-    (work / "result.json").write_text(json.dumps(document, indent=2) + "\n")
+    (work / "result.json").write_text(strict_json(document))
+
+
+def strict_json(document: Any) -> str:
+    """The JSON rocmci writes: standard (no NaN/Infinity), indented, newline-terminated."""
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
 def validate_entries(plan: Plan, entries: list[Entry], options: RunOptions, progress: Progress | None = None) -> list[RunResult]:
@@ -384,5 +505,5 @@ def record_published_digest(entry_dir: Path, digest: str) -> None:
     document = json.loads(path.read_text())
     document["image"]["digest"] = digest
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
+    temporary.write_text(strict_json(document))
     os.replace(temporary, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -34,6 +35,9 @@ def test_every_task_is_listed_with_one_line():
         (("clean", "--keep", "-1"), "--keep: expected a whole number >= 0"),
         (("clean", "--stop-timeout", "soon"), "--stop-timeout: expected a whole number"),
         (("matrix", "--file", "no/such/matrix.yaml"), "cannot read the matrix file"),
+        (("build",), "--gpu: required: the GPU target to work on, one of mi300x, mi325x, mi350x, mi355x, local"),
+        (("pipeline", "--no-publish"), "--gpu: required"),
+        (("matrix", "--gpus", "mi355x mi999x"), "--gpus: expected GPU targets of the matrix"),
     ],
 )
 def test_bad_flags_give_one_line_and_exit_2(args, message):
@@ -41,6 +45,19 @@ def test_bad_flags_give_one_line_and_exit_2(args, message):
     assert run.returncode == 2, (run.stdout, run.stderr)
     assert message in run.stderr
     assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_short_flags_mean_one_thing_in_every_task():
+    from tasks import SHORT_FLAGS
+
+    listed = _invoke("--list").stdout.split()
+    seen: set[str] = set()
+    for name in ("matrix", "base", "wheelhouse", "build", "validate", "report", "publish", "pull", "pipeline", "doctor", "clean"):
+        assert name in listed
+        shorts = dict(re.findall(r"^\s+-(\w)(?: \w+)?, --([a-z-]+)", _invoke("--help", name).stdout, re.MULTILINE))
+        assert all(SHORT_FLAGS.get(long.replace("-", "_")) == short for short, long in shorts.items()), (name, shorts)
+        seen |= set(shorts)
+    assert seen == set(SHORT_FLAGS.values())
 
 
 def test_matrix_json_into_a_closed_pipe_is_quiet():

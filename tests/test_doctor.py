@@ -119,8 +119,11 @@ def fake_tools(rocminfo: str | None = ROCMINFO_MI300X_X2, amd_smi_count: int | N
     return runner, which
 
 
-def gpu_host(root: Path, gfx_versions: Sequence[int] = (90402, 90402)) -> DoctorInputs:
-    """A /dev, /sys and /etc/group like an AMD runner's, under `root`."""
+MI300X, MI325X, MI350X, MI355X = 0x74A1, 0x74A5, 0x75A0, 0x75A3  # PCI device ids (pci.ids)
+
+
+def gpu_host(root: Path, gfx_versions: Sequence[int] = (90402, 90402), device_id: int = MI300X) -> DoctorInputs:
+    """A /dev, /sys and /etc/group like an AMD runner's, under `root`; the KFD topology writes ids in decimal."""
     dev, sys_root = root / "dev", root / "sys"
     (dev / "dri").mkdir(parents=True)
     (dev / "kfd").symlink_to("/dev/null")  # a character device, as /dev/kfd is
@@ -129,7 +132,8 @@ def gpu_host(root: Path, gfx_versions: Sequence[int] = (90402, 90402)) -> Doctor
     nodes = sys_root / "devices/virtual/kfd/kfd/topology/nodes"
     for i, version in enumerate((0, *gfx_versions)):  # node 0 is the CPU
         (nodes / str(i)).mkdir(parents=True)
-        (nodes / str(i) / "properties").write_text(f"cpu_cores_count 96\ngfx_target_version {version}\n")
+        ids = f"vendor_id 4098\ndevice_id {device_id}\n" if version else "vendor_id 0\ndevice_id 0\n"
+        (nodes / str(i) / "properties").write_text(f"cpu_cores_count 96\ngfx_target_version {version}\n{ids}")
     etc_group = root / "group"
     etc_group.write_text(f"root:x:0:\nvideo:x:44:\nrender:x:{os.getgid()}:\n")
     runner, which = fake_tools()
@@ -175,9 +179,11 @@ def test_ready_gpu_runner(tmp_path: Path) -> None:
     report = run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=gpu_host(tmp_path))
     checks = by_name(report.checks)
     assert report.can_validate and report.exit_code == 0, report.table()
-    for name in ("engine", "buildx", "kfd", "render-nodes", "groups", "kfd-topology", "rocminfo", "amd-smi", "disk"):
+    names = ("engine", "buildx", "driver", "kfd", "render-nodes", "groups", "kfd-topology", "gpu-model", "rocminfo", "amd-smi")
+    for name in (*names, "disk"):
         assert checks[name].status is Status.OK, checks[name]
     assert "2 GPU(s): gfx942, gfx942" in checks["rocminfo"].detail
+    assert checks["gpu-model"].detail == "2 x AMD Instinct MI300X (0x74a1)"
     assert f"render={os.getgid()}" in checks["groups"].detail
     assert checks["image-torch"].status is Status.SKIP
 
@@ -186,16 +192,17 @@ def test_wrong_gfx_on_runner_fails_with_label_fix(tmp_path: Path) -> None:
     report = run_doctor("mi355x", FakeTarget(gfx="gfx950"), min_free_gb=0, inputs=gpu_host(tmp_path))
     checks = by_name(report.checks)
     assert report.exit_code == 1
-    assert checks["rocminfo"].status is Status.FAIL and "gfx950" in checks["rocminfo"].detail
-    assert "labels" in checks["rocminfo"].fix
-    assert checks["kfd-topology"].status is Status.FAIL
+    assert checks["kfd-topology"].status is Status.FAIL and "gfx950" in checks["kfd-topology"].detail
+    assert "labels" in checks["kfd-topology"].fix
+    assert checks["gpu-model"].status is Status.SKIP  # the gfx already says it: one failure for one cause
+    assert checks["rocminfo"].status is Status.OK  # a cross-check of sysfs, which it agrees with
 
 
 def test_amd_smi_disagreeing_is_a_warning(tmp_path: Path) -> None:
     inputs = gpu_host(tmp_path)
     inputs.runner, inputs.which = fake_tools(amd_smi_count=1)
     checks = by_name(run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=inputs).checks)
-    assert checks["amd-smi"].status is Status.WARN and "rocminfo sees 2" in checks["amd-smi"].detail
+    assert checks["amd-smi"].status is Status.WARN and "the kfd topology has 2" in checks["amd-smi"].detail
 
 
 def test_render_node_gid_mismatch_suggests_numeric_group(tmp_path: Path) -> None:
@@ -208,14 +215,73 @@ def test_render_node_gid_mismatch_suggests_numeric_group(tmp_path: Path) -> None
 def test_bare_machine_says_what_is_missing(tmp_path: Path) -> None:
     report = run_doctor("mi355x", FakeTarget(gfx="gfx950"), min_free_gb=0, inputs=bare_host(tmp_path))
     checks = by_name(report.checks)
-    failed = {c.name for c in report.checks if c.status is Status.FAIL}
-    assert failed == {"kfd", "render-nodes", "kfd-topology", "rocminfo"}
+    failed = [c.name for c in report.checks if c.status is Status.FAIL]
+    assert failed == ["driver"], "one missing driver is one root cause, not one failure per symptom"
+    assert "no render node and no GPU" in checks["driver"].detail  # what follows from it
+    for name in ("kfd", "render-nodes", "groups", "kfd-topology", "gpu-model", "rocminfo", "amd-smi", "image-torch"):
+        assert checks[name].status is Status.SKIP, checks[name]
+    assert "see driver" in checks["kfd"].detail
     assert checks["engine"].status is Status.OK and checks["disk"].status is Status.OK
     assert checks["buildx"].status is Status.WARN  # info only: never blocks
     assert report.exit_code == 1
     table = report.table()
-    assert "rocminfo not installed" in table and "modprobe amdgpu" in table and "NOT READY" in table
+    assert "modprobe amdgpu" in table and "NOT READY" in table and "(1 failing check(s))" in table
+    assert "apt-get install rocminfo" not in table
     assert all(c.fix for c in report.checks if c.status is Status.FAIL), "every failure names a fix"
+
+
+def test_no_rocminfo_with_good_sysfs_passes(tmp_path: Path) -> None:
+    inputs = gpu_host(tmp_path)
+    inputs.runner, inputs.which = fake_tools(rocminfo=None, amd_smi_count=None)
+    report = run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=inputs)
+    checks = by_name(report.checks)
+    assert report.exit_code == 0, report.table()
+    assert checks["rocminfo"].status is Status.SKIP and "optional" in checks["rocminfo"].detail
+    assert checks["kfd-topology"].detail == "2 GPU(s): gfx942, gfx942"
+    assert "apt-get" not in report.table()
+
+
+@pytest.mark.parametrize(
+    ("label", "gfx", "version", "device_id", "found", "wanted"),
+    [
+        ("mi300x", "gfx942", 90402, MI325X, "AMD Instinct MI325X (0x74a5)", "AMD Instinct MI300X"),
+        ("mi355x", "gfx950", 90500, MI350X, "AMD Instinct MI350X (0x75a0)", "AMD Instinct MI355X"),
+        ("mi325x-8gpu", "gfx942", 90402, MI300X, "AMD Instinct MI300X (0x74a1)", "AMD Instinct MI325X"),
+    ],
+)
+def test_other_model_of_the_same_gfx_fails_naming_both(
+    tmp_path: Path, label: str, gfx: str, version: int, device_id: int, found: str, wanted: str
+) -> None:
+    report = run_doctor(label, FakeTarget(gfx=gfx), min_free_gb=0, inputs=gpu_host(tmp_path, (version,) * 8, device_id))
+    checks = by_name(report.checks)
+    assert checks["kfd-topology"].status is Status.OK  # the gfx alone would have passed
+    model = checks["gpu-model"]
+    assert model.status is Status.FAIL and report.exit_code == 1
+    assert model.detail == f"this runner has 8 x {found}, but target {label} is {wanted}"
+    assert f"not {label}" in model.fix
+
+
+def test_unknown_device_id_or_unknown_target_model(tmp_path: Path) -> None:
+    unknown = run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=gpu_host(tmp_path / "a", device_id=0x1234))
+    check = by_name(unknown.checks)["gpu-model"]
+    assert check.status is Status.WARN and "unknown device 0x1234" in check.detail and "gpus.yaml" in check.fix
+    custom = run_doctor("lab-box", FakeTarget(), min_free_gb=0, inputs=gpu_host(tmp_path / "b"))
+    check = by_name(custom.checks)["gpu-model"]
+    assert check.status is Status.SKIP and "names no model" in check.detail and custom.exit_code == 0
+
+
+def test_rocminfo_disagreeing_with_sysfs_is_a_warning(tmp_path: Path) -> None:
+    inputs = gpu_host(tmp_path, (90402, 90402, 90402))
+    checks = by_name(run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=inputs).checks)
+    assert checks["rocminfo"].status is Status.WARN and "the kfd topology has 3" in checks["rocminfo"].detail
+
+
+def test_driver_loaded_but_kfd_not_passed_into_the_container(tmp_path: Path) -> None:
+    inputs = gpu_host(tmp_path)
+    (inputs.dev_root / "kfd").unlink()
+    checks = by_name(run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=inputs).checks)
+    assert checks["driver"].status is Status.OK
+    assert checks["kfd"].status is Status.FAIL and "--device=/dev/kfd" in checks["kfd"].fix
 
 
 def test_cpu_target_needs_no_gpu(tmp_path: Path) -> None:
@@ -268,11 +334,11 @@ def test_this_machine_reports_missing_gpu_and_exits_nonzero(capsys: pytest.Captu
     if checks["engine"].status is not Status.OK:
         pytest.skip(f"Docker engine not reachable: {checks['engine'].detail}")
     assert checks["disk"].status is Status.OK, checks["disk"]
-    assert {"kfd", "render-nodes", "rocminfo"} <= {c.name for c in report.checks if c.status is Status.FAIL}
+    assert [c.name for c in report.checks if c.status is Status.FAIL] == ["driver"]
     assert report.exit_code != 0
     assert doctor_command("mi355x", min_free_gb=1) == 1
     out = capsys.readouterr().out
-    assert "/dev/kfd missing" in out and "NOT READY: validation for target mi355x" in out
+    assert "amdgpu kernel driver is not loaded: no /dev/kfd" in out and "NOT READY: validation for target mi355x" in out
     assert doctor_command("local", min_free_gb=1) == 0
 
 

@@ -518,3 +518,47 @@ def test_benchmark_matrix_expands_to_1000_entries_with_valid_unique_tags(tmp_pat
         # One image per stack and gfx: entries of GPU models with the same gfx share a tag.
         assert len({entry.tag for entry in entries}) == len({(entry.stack_name, entry.gfx or "cpu") for entry in entries})
         assert all(DOCKER_TAG_RE.fullmatch(entry.tag) for entry in entries)
+
+
+# ---------------------------------------------------------------- pins people really use
+
+GOOD_FILES = sorted((Path(__file__).parent / "data" / "good_matrices").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", GOOD_FILES, ids=lambda path: path.stem)
+def test_real_world_torch_pins_validate(path: Path) -> None:
+    """AMD's repo.radeon.com local versions and nightly .dev pins (with pre: true) plan like any other pin."""
+    plan = load_plan(path)
+    torch = {e.stack.torch.version for e in plan.entries if e.is_amd}
+    assert torch and all("+" in v or ".dev" in v for v in torch)
+    assert all(DOCKER_TAG_RE.fullmatch(e.tag) for e in plan.entries)
+
+
+def test_pytorch_table_applies_only_to_pytorch_indexes() -> None:
+    """torch 2.8 has no ROCm 7.0 wheels on pytorch.org: refused there, left to the build gates on another index."""
+    document = yaml.safe_load(GOOD_FILES[[p.stem for p in GOOD_FILES].index("torch_repo_radeon_local")].read_text())
+    stack = document["stacks"]["rocm7.0-torch2.8-radeon"]
+    stack["torch"]["index"] = "https://download.pytorch.org/whl/rocm7.0"
+    stack["torch"]["version"] = "2.8.0"
+    problems = problems_of(yaml.safe_dump(document, sort_keys=False))
+    assert problems == [
+        "m.yaml:30: stacks.rocm7.0-torch2.8-radeon.torch.version: torch 2.8.0 is not offered for ROCm 7.0 "
+        "(torch 2.8 wheels exist for ROCm 6.3, 6.4): expected torch 2.10.x for ROCm 7.0"
+    ]
+
+
+def test_build_gate_compares_a_local_pin_whole() -> None:
+    """images/gates.py: a pin with a local label names one build; a plain pin accepts the index's local label."""
+    spec = importlib.util.spec_from_file_location("rocmci_gates", REPO / "images" / "gates.py")
+    assert spec and spec.loader
+    gates = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gates)
+    import torch
+
+    installed = torch.__version__
+    assert "+" in installed, "the host-side checks torch is a +cpu build"
+    public, local = installed.split("+", 1)
+    assert gates.check_torch(installed, "")[0] == []
+    assert gates.check_torch(public, "")[0] == []
+    assert gates.check_torch(f"{public}+{local}.other", "")[0] == [f"torch is {installed}, the stack pins {public}+{local}.other"]
+    assert gates.check_torch(f"{public}+rocm7.0.0.lw.git64359f59", "7.0")[0][0].startswith(f"torch is {installed}")

@@ -26,6 +26,7 @@ import requests
 
 from rocmci import registry as reg
 from rocmci.errors import RegistryError, RocmciError
+from rocmci.lock import LockError, pull_and_lock
 from tests.conftest import ROOT
 from tests.test_registry import (
     build_image,
@@ -542,8 +543,8 @@ def test_pull_checks_the_lock_destination_before_pulling(
     }
     for destination, why in destinations.items():
         lines: list[str] = []
-        with pytest.raises(RegistryError, match=why):
-            reg.pull(repo, "local", lock_file=destination, engine=engine, client=client, log=lines.append)
+        with pytest.raises(LockError, match=why):
+            pull_and_lock(repo, "local", lock_file=destination, engine=engine, client=client, log=lines.append)
         assert lines == []  # refused before choosing or pulling anything
         line = one_line_error(invoke("pull", "--gpu", "local", "--registry", repo, "--lock", str(destination)))
         assert line.startswith(f"--lock {destination}: ") and why in line
@@ -551,7 +552,7 @@ def test_pull_checks_the_lock_destination_before_pulling(
     with pytest.raises(docker.errors.ImageNotFound):
         engine.images.get(f"{repo}@{published.digest}")
     good = tmp_path / "deploy" / "rocmci.lock.json"
-    assert reg.pull(repo, "local", lock_file=good, engine=engine, client=client).digest == published.digest
+    assert pull_and_lock(repo, "local", lock_file=good, engine=engine, client=client)[0].digest == published.digest
     assert json.loads(good.read_text())["digest"] == published.digest and sorted(p.name for p in good.parent.iterdir()) == [
         good.name
     ]

@@ -28,6 +28,7 @@ import requests
 
 from rocmci import registry
 from rocmci.errors import RegistryError
+from rocmci.lock import pull_and_lock, write_lock
 
 # ---------------------------------------------------------------- helpers
 
@@ -574,13 +575,13 @@ def test_pull_picks_newest_passing_report_not_last_tag(
 
     lock = tmp_path / "deploy" / "rocmci.lock.json"
     lines, log = collect()
-    result = registry.pull(repo, "local", lock_file=lock, engine=engine, client=client, log=log)
+    result, locked = pull_and_lock(repo, "local", lock_file=lock, engine=engine, client=client, log=log)
     assert result.digest == newest.digest and result.reference == f"{repo}@{newest.digest}"
     assert result.tags == ("local-10",)
     assert engine.images.get(result.reference).id == result.image_id
     assert any(line.startswith(f"pull: {result.reference}") for line in lines)
     assert json.loads(lock.read_text()) == {
-        "schema": "rocmci.lock/v1",
+        "schema": "rocmci.lock/v2",
         "repository": repo,
         "gpu": "local",
         "reference": f"{repo}@{newest.digest}",
@@ -600,6 +601,7 @@ def test_pull_picks_newest_passing_report_not_last_tag(
             "artifactType": registry.REPORT_ARTIFACT_TYPE,
             "report_time": "2026-06-03T10:00:00Z",
             "verdict": "pass",
+            "scope": "cpu-only",
         },
     }
 
@@ -615,7 +617,7 @@ def test_pull_picks_newest_passing_report_not_last_tag(
         registry.find_validated(repo, "mi300x", client=client)
 
     yaml_lock = tmp_path / "lock.yaml"
-    registry.write_lock(result, yaml_lock)
+    write_lock(locked, yaml_lock)
     assert "reference: " + result.reference in yaml_lock.read_text()
 
 

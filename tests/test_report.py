@@ -9,6 +9,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from rocmci.report import (
     write_all,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "reports"
 PASS = "mi355x-rocm7.2-torch2.13.0-aiter0.1.20"
 FAIL = "mi300x-rocm7.2-torch2.13.0-aiter0.1.20"
@@ -541,8 +543,15 @@ def test_logs_are_read_only_from_the_entry_dir(reports: Path, plan: list[dict[st
 # ---------------------------------------------------------------- nothing half-written
 
 
-def test_a_failed_write_leaves_no_compat_json(reports: Path, plan: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+def _report_files(reports: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(reports)): p.read_bytes() for p in sorted(reports.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_report_run_leaves_the_previous_files_intact(
+    reports: Path, plan: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths = write_all(reports, plan)
+    before = _report_files(reports)
     assert paths.compat_json.exists()
 
     def boom(report: rp.CompatReport) -> str:
@@ -551,20 +560,21 @@ def test_a_failed_write_leaves_no_compat_json(reports: Path, plan: list[dict[str
     monkeypatch.setattr(rp, "render_html", boom)
     with pytest.raises(RuntimeError, match="render failed"):
         write_all(reports, plan)
-    assert not paths.compat_json.exists(), "a stale compat.json could claim a pass the current results do not show"
+    assert _report_files(reports) == before, "a failed render must not delete or change the previous report"
     monkeypatch.undo()
 
-    real_replace = os.replace
+    real_fsync, calls = os.fsync, []
 
-    def failing_replace(src: str, dst: str) -> None:
-        if str(dst).endswith("junit.xml"):
+    def disk_full(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 3:
             raise OSError(28, "No space left on device")
-        real_replace(src, dst)
+        real_fsync(fd)
 
-    monkeypatch.setattr(os, "replace", failing_replace)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        write_all(reports, plan)
-    assert not paths.compat_json.exists()
+        write_all(reports, plan, generated_at="2099-01-01T00:00:00Z")
+    assert _report_files(reports) == before, "a full disk midway must leave every previous file as it was"
     assert not list(reports.rglob("*.tmp")), "temporary files are cleaned up"
 
 
@@ -650,3 +660,223 @@ def test_index_html_renders_in_headless_chromium(reports: Path, plan: list[dict[
     assert distinct > 100, "the screenshot looks blank"
     if target := os.environ.get("ROCMCI_REPORT_SCREENSHOT"):
         shutil.copyfile(png, target)
+
+
+# ---------------------------------------------------------------- evidence over a document's own status (issue 9)
+# Real documents: the checks run on this host, whose venv holds the local entry's pins (torch 2.13.0 CPU, amd-aiter
+# 0.1.7.post2.dev18), with the command lines run.py gives the image; result.json written by run.py's own writer. Each
+# test then tampers with one document the way a stale or lying run would.
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    from rocmci.matrix import PIN_LABELS, load_plan
+    from rocmci.run import RunResult, StepOutcome, probe_command, smoke_command, write_result
+
+    entry = load_plan().select("local")[0]
+    work = tmp_path_factory.mktemp("real") / entry.id
+    work.mkdir()
+    labels = {k: v for k, v in entry.labels.items() if k in PIN_LABELS}
+    result = RunResult(entry.id, entry.image_ref("127.0.0.1:5000/rocmci"), work, image={"id": None, "labels": labels})
+    for name, command in (("probe", probe_command(entry)), ("smoke", smoke_command(entry, entry.target))):
+        on_host = [sys.executable, "-P", str(ROOT / "checks" / Path(command[2]).name), *command[3:]]
+        proc = subprocess.run(on_host, capture_output=True, timeout=600, check=False)
+        (work / f"{name}.json").write_bytes(proc.stdout)
+        (work / f"{name}.log").write_bytes(proc.stderr)
+        setattr(result, name, StepOutcome(proc.returncode, 1.0, f"{name}.log"))
+    write_result(work, entry, result, Path("/nonexistent-dev"))
+    return work, entry.summary()
+
+
+@pytest.fixture
+def real(real_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A writable copy of the real run."""
+    source, entry = real_run
+    shutil.copytree(source, tmp_path / source.name)
+    return tmp_path / source.name, entry
+
+
+def test_the_real_untampered_run_passes(real: tuple[Path, dict[str, Any]]) -> None:
+    entry_dir, entry = real
+    smoke = json.loads((entry_dir / "smoke.json").read_text())
+    assert smoke["status"] == "pass" and len(smoke["cases"]) > 10, "precondition: a real passing smoke.json"
+    verdict = verdict_for(entry_dir, entry)
+    assert (verdict.verdict, verdict.scope, verdict.reasons) == ("pass", "cpu-only", [])
+
+
+def _all_cases(status: str) -> Callable[[dict[str, Any]], None]:
+    def change(d: dict[str, Any]) -> None:
+        for case in d["cases"]:
+            case.update(status=status, reason="tampered")
+
+    return change
+
+
+def _failed_gate(d: dict[str, Any]) -> None:
+    d["gates"] = [{"name": "k_norm_min_speedup", "passed": False, "detail": "aiter 1.1x torch-upcast, gate 2.0x"}]
+
+
+def _blocking_skip(d: dict[str, Any]) -> None:
+    d["skipped"].append({"what": "impl aiter-ck", "reason": "aiter lacks layernorm2d_fwd", "blocking": True})
+
+
+@pytest.mark.parametrize(
+    ("change", "contradiction", "evidence"),
+    [
+        (
+            _all_cases("fail"),
+            "smoke.json says pass but 60 of 60 cases failed",
+            "smoke: torch k_norm 8192x128 bf16: fail: tampered",
+        ),
+        (_all_cases("error"), "smoke.json says pass but 60 of 60 cases errored", "smoke: torch k_norm 8192x128 bf16: error"),
+        (_failed_gate, "smoke.json says pass but 1 gate(s) failed", "smoke gate k_norm_min_speedup: aiter 1.1x"),
+        (lambda d: d.update(cases=[]), "smoke.json says pass but no case of it ran", "smoke.json lists no cases"),
+        (_all_cases("skipped"), "smoke.json says pass but no case of it ran", "every case was skipped"),
+        (_blocking_skip, "a required implementation could not run", "impl aiter-ck could not run on this device"),
+    ],
+    ids=["every-case-failed", "every-case-errored", "gate-failed", "no-cases", "all-skipped", "blocking-skip"],
+)
+def test_a_smoke_pass_its_evidence_contradicts_is_a_fail(
+    real: tuple[Path, dict[str, Any]], change: Callable[[dict[str, Any]], None], contradiction: str, evidence: str
+) -> None:
+    entry_dir, entry = real
+    edit(entry_dir / "smoke.json", change)
+    assert json.loads((entry_dir / "smoke.json").read_text())["status"] == "pass"
+    verdict = verdict_for(entry_dir, entry)
+    assert verdict.verdict == "fail", verdict
+    assert verdict.reasons[0].startswith("contradiction: ") and contradiction in verdict.reasons[0], verdict.reasons
+    assert any(evidence in r for r in verdict.reasons), verdict.reasons
+
+
+def test_a_probe_pass_with_an_error_finding_is_a_fail(real: tuple[Path, dict[str, Any]]) -> None:
+    entry_dir, entry = real
+    finding = {"code": "aiter.version_mismatch", "severity": "error", "message": "aiter is 0.1.6, the matrix pins 0.1.7"}
+    edit(entry_dir / "probe.json", lambda d: d["findings"].append(finding))
+    verdict = verdict_for(entry_dir, entry)
+    assert verdict.verdict == "fail"
+    assert verdict.reasons[:2] == [
+        "contradiction: probe.json says pass but records 1 error finding(s)",
+        "probe: aiter.version_mismatch: aiter is 0.1.6, the matrix pins 0.1.7",
+    ]
+
+
+def _older_probe(d: dict[str, Any]) -> None:
+    d["versions"].update(torch="2.12.0+cpu", aiter_dist="0.1.6", aiter_import="0.1.6")
+    d["expect"].update(torch="2.12.0", aiter="0.1.6")
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "reasons"),
+    [
+        (
+            "probe.json",
+            _older_probe,
+            [
+                "probe.json found torch 2.12.0+cpu but the entry pins 2.13.0",
+                "probe.json found aiter 0.1.6 but the entry pins 0.1.7.post2.dev18",
+                "probe.json was run expecting torch '2.12.0' but the entry pins '2.13.0'",
+                "probe.json was run expecting aiter '0.1.6' but the entry pins '0.1.7.post2.dev18'",
+            ],
+        ),
+        ("probe.json", lambda d: d["versions"].update(torch=None), ["probe.json names no torch version"]),
+        ("probe.json", lambda d: d["versions"].update(aiter_dist=None, aiter_import=None), ["probe.json names no aiter version"]),
+        ("smoke.json", lambda d: d["versions"].update(torch="2.11.0+cpu"), ["smoke.json found torch 2.11.0+cpu"]),
+        (
+            "result.json",
+            lambda d: d["image"]["labels"].update({"io.rocmci.torch": "2.12.0", "io.rocmci.content-hash": "0" * 64}),
+            ["the image validated is labelled io.rocmci.content-hash='000", "labelled io.rocmci.torch='2.12.0'"],
+        ),
+    ],
+    ids=["older-probe", "no-torch", "no-aiter", "smoke-torch", "image-labels"],
+)
+def test_versions_that_disagree_with_the_pins_are_a_fail(
+    real: tuple[Path, dict[str, Any]], file: str, change: Callable[[dict[str, Any]], None], reasons: list[str]
+) -> None:
+    entry_dir, entry = real
+    edit(entry_dir / file, change)
+    verdict = verdict_for(entry_dir, entry)
+    assert verdict.verdict == "fail", verdict
+    for reason in reasons:
+        assert any(reason in r for r in verdict.reasons), (reason, verdict.reasons)
+
+
+def test_git_pins_compare_the_commit_in_the_version(real: tuple[Path, dict[str, Any]]) -> None:
+    entry_dir, entry = real
+    edit(entry_dir / "probe.json", lambda d: d["versions"].update(aiter_dist="0.1.21.dev3+g1234abcd", aiter_import=None))
+    edit(entry_dir / "probe.json", lambda d: d.update(expect={}))
+    edit(entry_dir / "result.json", lambda d: d["image"]["labels"].pop("io.rocmci.aiter"))
+    assert verdict_for(entry_dir, {**entry, "aiter": "1234abcdef01"}).verdict == "pass"
+    other = verdict_for(entry_dir, {**entry, "aiter": "feedbeef0000"})
+    assert other.verdict == "fail" and "found aiter 0.1.21.dev3+g1234abcd but the entry pins feedbeef0000" in other.reasons[0]
+
+
+# ---------------------------------------------------------------- garbage in, garbage never out (issue 9 item 5)
+
+
+def _strict_loads(text: str) -> Any:
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    ("file", "raw", "reason"),
+    [
+        ("smoke.json", ('"graph_us": null', '"graph_us": NaN'), "smoke.json is not strict JSON: NaN is not a JSON number"),
+        ("smoke.json", ('"graph_us": null', '"graph_us": -Infinity'), "not strict JSON: -Infinity is not a JSON number"),
+        ("smoke.json", ('"graph_us": null', '"graph_us": 1e999'), "not strict JSON: the number 1e999 is out of range"),
+        ("smoke.json", ('"graph_us": null', '"graph_us": "NaN"'), "cases.0.graph_us"),
+        ("result.json", ('"wall_s": 1.0', '"wall_s": Infinity'), "result.json is not strict JSON"),
+    ],
+    ids=["nan", "minus-infinity", "overflow", "nan-string", "result-infinity"],
+)
+def test_non_finite_figures_are_an_error_of_the_entry(
+    real: tuple[Path, dict[str, Any]], tmp_path: Path, file: str, raw: tuple[str, str], reason: str
+) -> None:
+    entry_dir, entry = real
+    path = entry_dir / file
+    text = path.read_text()
+    assert raw[0] in text
+    path.write_text(text.replace(raw[0], raw[1], 1))
+    verdict = verdict_for(entry_dir, entry)
+    assert verdict.verdict == "error" and any(reason in r for r in verdict.reasons), verdict.reasons
+    paths = write_all(entry_dir.parent, [entry])
+    compat = _strict_loads(paths.compat_json.read_text())
+    assert compat["entries"][0]["verdict"] == "error"
+
+
+def test_nan_figures_of_a_gpu_smoke_do_not_crash_the_report(reports: Path, plan: list[dict[str, Any]]) -> None:
+    """The issue's crash: NaN speedup/bandwidth in a GPU smoke.json. The entry is an error; every file is written."""
+    path = reports / PASS / "smoke.json"
+    path.write_text(re.sub(r'"(speedup_vs_torch_upcast|bandwidth_gbs|graph_us)": [0-9.e+-]+', r'"\1": NaN', path.read_text()))
+    assert "NaN" in path.read_text()
+    paths = write_all(reports, plan)
+    compat = _strict_loads(paths.compat_json.read_text())
+    record = next(e for e in compat["entries"] if e["entry"]["id"] == PASS)
+    assert record["verdict"] == "error" and "not strict JSON" in record["reasons"][0]
+    _strict_loads(paths.intoto[PASS].read_text())
+
+
+def test_a_deeply_nested_smoke_json_is_an_error_not_a_crash(real: tuple[Path, dict[str, Any]]) -> None:
+    entry_dir, entry = real
+    (entry_dir / "smoke.json").write_text("[" * 100_000 + "]" * 100_000)
+    verdict = verdict_for(entry_dir, entry)
+    assert verdict.verdict == "error"
+    assert "smoke: smoke.json is nested too deeply to be a rocmci document (the step exited 0)" in verdict.reasons
+    assert _strict_loads(write_all(entry_dir.parent, [entry]).compat_json.read_text())["summary"]["error"] == 1
+
+
+def test_an_oversized_document_is_not_read(real: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    entry_dir, entry = real
+    monkeypatch.setattr(rp, "MAX_DOCUMENT_BYTES", 1000)
+    verdict = verdict_for(entry_dir, entry)
+    assert verdict.verdict == "error" and any("more than the 1000 a rocmci document may have" in r for r in verdict.reasons)
+
+
+def test_a_fifo_as_document_is_an_error_without_waiting(real: tuple[Path, dict[str, Any]]) -> None:
+    entry_dir, entry = real
+    (entry_dir / "smoke.json").unlink()
+    os.mkfifo(entry_dir / "smoke.json")
+    verdict = verdict_for(entry_dir, entry)
+    assert verdict.verdict == "error" and "smoke: smoke.json is not a regular file (the step exited 0)" in verdict.reasons

@@ -61,8 +61,10 @@ def test_check_commands_carry_the_pins_and_gates():
     assert "--cpu-only" in probe_command(local) and "--cpu-only" in smoke_command(local, local.target)
 
 
-def _managed_containers(engine) -> list:
-    return engine.containers.list(all=True, filters={"label": "io.rocmci.role=validate"})
+def _managed_containers(engine, repository: str) -> list:
+    """This session's check containers: other sessions may be validating on the same engine at the same time."""
+    found = engine.containers.list(all=True, filters={"label": "io.rocmci.role=validate"})
+    return [c for c in found if c.attrs["Config"]["Image"].startswith(f"{repository}:")]
 
 
 @pytest.mark.docker
@@ -84,7 +86,7 @@ def test_local_image_probe_sees_the_real_no_rocm_failure(engine, built_images, t
     verdict = verdict_for(tmp_path / result.entry_id)
     assert verdict.verdict == "pass" and verdict.scope == "cpu-only"
     assert any("no aiter kernel ran" in note for note in verdict.notes)
-    assert not _managed_containers(engine)
+    assert not _managed_containers(engine, built_images.repository)
 
 
 @pytest.mark.docker
@@ -106,7 +108,7 @@ def test_amd_entry_without_gpu_is_never_a_pass(engine, built_images, tmp_path):
     assert result.smoke.skipped
     verdict = verdict_for(tmp_path / entry.id)
     assert verdict.verdict in ("error", "fail") and not verdict.passed
-    assert not _managed_containers(engine)
+    assert not _managed_containers(engine, built_images.repository)
 
 
 @pytest.mark.docker
@@ -127,10 +129,10 @@ def test_ctrl_c_removes_the_container_and_leaves_no_result(engine, built_images,
         if "probing" in line or time.monotonic() > deadline:
             break
     time.sleep(1.0)
-    assert _managed_containers(engine), "the check container should be running: " + "".join(seen)
+    assert _managed_containers(engine, built_images.repository), "the check container should be running: " + "".join(seen)
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
     assert process.returncode != 0
-    assert not _managed_containers(engine)
+    assert not _managed_containers(engine, built_images.repository)
     assert not list(tmp_path.glob("*/result.json")), "an interrupted run must not leave a result"
     assert not list(tmp_path.glob(".*")), "no temporary result directory may be left"

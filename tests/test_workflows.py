@@ -179,7 +179,7 @@ def test_images_never_runs_pull_request_code() -> None:
     assert set(on) == {"schedule", "workflow_dispatch", "push"}, on
     assert on["push"]["branches"] == ["main"]
     assert set(on["push"]["paths"]) == {"images/**", "checks/**", "matrix.yaml"}
-    assert set(on["workflow_dispatch"]["inputs"]) == {"gpu", "entry", "push"}
+    assert set(on["workflow_dispatch"]["inputs"]) == {"gpu", "gpus", "entry", "push"}
 
 
 def test_images_pipeline_shape() -> None:
@@ -206,6 +206,41 @@ def test_images_pipeline_shape() -> None:
         assert cleanups and all(s.get("if") == "always()" for s in cleanups), f"{name} lacks an always() cleanup"
     plan_script = next(s["run"] for s in jobs["plan"]["steps"] if s.get("id") == "plan")
     assert "invoke matrix" in plan_script and "--json" in plan_script and "--builds" in plan_script
+
+
+@pytest.mark.parametrize(
+    ("declared", "gpus_input", "planned"),
+    [("mi355x local", "", {"mi355x", "local"}), ("local", "", {"local"}), ("local", "mi300x", {"mi300x"})],
+)
+def test_plan_step_plans_only_the_declared_gpu_targets(tmp_path: Path, declared: str, gpus_input: str, planned: set[str]) -> None:
+    """The plan step itself, run with bash as Actions would: ROCMCI_GPUS (or the gpus input) bounds the plan."""
+    doc = load("images.yml")
+    step = next(s for s in doc["jobs"]["plan"]["steps"] if s.get("id") == "plan")
+    assert "${{" not in step["run"] and doc["env"]["ROCMCI_GPUS"] == "local"
+    venv_bin = tmp_path / ".venv" / "bin"  # the step runs `.venv/bin/invoke` and `.venv/bin/python` from the checkout
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "invoke").write_text(f'#!/bin/sh\nexec {sys.executable} -m invoke --search-root {ROOT} "$@"\n')
+    (venv_bin / "python").symlink_to(sys.executable)
+    (venv_bin / "invoke").chmod(0o755)
+    output, summary = tmp_path / "output", tmp_path / "summary"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "ROCMCI_GPUS": declared,
+        "GPUS_INPUT": gpus_input,
+        "GPU": "",
+        "ENTRY": "",
+        "EVENT": "schedule",
+        "GITHUB_REF": "refs/heads/feature",
+        "RUNNER_TEMP": str(tmp_path),
+        "GITHUB_OUTPUT": str(output),
+        "GITHUB_STEP_SUMMARY": str(summary),
+    }
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert {item["gpu"] for item in json.loads(lines["matrix"])["include"]} == planned
+    assert f"planning only the GPU targets with runners: {gpus_input or declared}" in done.stdout
 
 
 def test_ci_runs_the_test_suite_on_hosted_runners() -> None:
