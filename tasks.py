@@ -156,10 +156,20 @@ def clean(c, keep=None, stop_timeout=None, entry=None, dry_run=False):
     _call(cli.clean, keep=keep, stop_timeout=stop_timeout, entry=entry, dry_run=dry_run)
 
 
-@task(help={"gpu": GPU, "entry": "one entry id", "registry": REGISTRY, "reports": "results directory", "file": FILE})
-def publish(c, gpu=None, entry=None, registry=None, reports="reports", file=None):
+@task(
+    help={
+        "gpu": GPU,
+        "entry": "one entry id",
+        "registry": REGISTRY,
+        "reports": "results directory",
+        "sign": "sign each report as an in-toto attestation with cosign (keyless through the CI's OIDC without --key)",
+        "key": "with --sign: cosign key file or KMS reference (awskms://, gcpkms://, azurekms://, hashivault://)",
+        "file": FILE,
+    }
+)
+def publish(c, gpu=None, entry=None, registry=None, reports="reports", sign=False, key=None, file=None):
     """Push validated images by digest with reports attached; a pass moves <gpu>-<stack>-validated and <gpu>-validated."""
-    _call(cli.publish, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports)
+    _call(cli.publish, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports, sign=sign, key=key)
 
 
 @task(
@@ -170,12 +180,54 @@ def publish(c, gpu=None, entry=None, registry=None, reports="reports", file=None
         "aiter": "aiter version (prefix)",
         "registry": REGISTRY,
         "lock": "write the chosen digest and pins to this file",
+        "verify": "take only images whose passing report is signed (cosign) by --key or --identity/--issuer",
+        "key": "with --verify: cosign public key file or KMS reference",
+        "identity": "with --verify: keyless signer identity (e.g. the publishing workflow's URL)",
+        "issuer": "with --verify: its OIDC issuer (https://token.actions.githubusercontent.com)",
         "file": FILE,
     }
 )
-def pull(c, gpu=None, stack=None, torch=None, aiter=None, registry=None, lock=None, file=None):
+def pull(
+    c,
+    gpu=None,
+    stack=None,
+    torch=None,
+    aiter=None,
+    registry=None,
+    lock=None,
+    verify=False,
+    key=None,
+    identity=None,
+    issuer=None,
+    file=None,
+):
     """Pull the newest image whose attached report passed on this GPU (and stack), by digest."""
-    _call(cli.pull, file=file, gpu=gpu, torch=torch, aiter=aiter, registry=registry, lock=lock, stack=stack)
+    _call(
+        cli.pull,
+        file=file,
+        gpu=gpu,
+        stack=stack,
+        torch=torch,
+        aiter=aiter,
+        registry=registry,
+        lock=lock,
+        verify=verify,
+        key=key,
+        identity=identity,
+        issuer=issuer,
+    )
+
+
+@task(help={"gpu": GPU, "registry": REGISTRY, "reports": "where history-<gpu>.json goes", "json": "print JSON", "file": FILE})
+def history(c, gpu=None, registry=None, reports="reports", json=False, file=None):
+    """Every report on this GPU in the registry, in report-time order: verdict and fused-kernel figures per pin."""
+    _call(cli.history, file=file, gpu=gpu, registry=registry, reports_dir=reports, as_json=json)
+
+
+@task(help={"gpu": GPU, "output": "write the policy here (default: stdout)", "file": FILE})
+def policy(c, gpu=None, output=None, file=None):
+    """The cosign admission policy (CUE) admitting only images a signed rocmci report says passed on this GPU."""
+    _call(cli.policy, file=file, gpu=gpu, output=output)
 
 
 @task(

@@ -16,9 +16,14 @@ import json
 import os
 import platform
 import re
+import shutil
+import struct
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +33,25 @@ SCHEMA = "rocmci.probe/v1"
 KFD_PATH = "/dev/kfd"
 AITER_DISTS = ("amd-aiter", "aiter")
 MODULE_NORM_FILES = ("module_norm.so", "aiter_.so")  # aiter_.so: every core module in one, built by PREBUILD_KERNELS=1
-GFX_IN_CODE_OBJECT = re.compile(rb"amdgcn-amd-amdhsa--(gfx[0-9a-f]+)")
+# Offload bundle entry ids: `hipv4-amdgcn-amd-amdhsa--gfx942:sramecc+:xnack-` (kind, triple, empty environment, target id).
+TARGET_ID_IN_ENTRY = re.compile(r"amdgcn-amd-amdhsa-[A-Za-z0-9_]*-(gfx[0-9a-z]+(?:-[0-9]+)*(?:-generic)?(?::[A-Za-z0-9_]+[+-])*)")
+OFFLOAD_BUNDLE_MAGIC = b"__CLANG_OFFLOAD_BUNDLE__"
+CCOB_MAGIC = b"CCOB"  # clang --offload-compress (LLVM's OffloadBundler.h, CompressedOffloadBundle)
+BUNDLE_START = re.compile(re.escape(OFFLOAD_BUNDLE_MAGIC) + b"|" + CCOB_MAGIC)
+CCOB_METHODS = {0: "zlib", 1: "zstd"}  # llvm::compression::Format
+FATBIN_SECTION = ".hip_fatbin"
+ROCM_LLVM_DIRS = ("/opt/rocm/llvm/bin", "/opt/rocm/lib/llvm/bin")
+TOOL_TIMEOUT_S = 300
+# LLVM's AMDGPUUsage, table "AMDGPU Generic Processors": the processors a generic target's code object runs on.
+GENERIC_TARGETS = {
+    "gfx9-generic": ("gfx900", "gfx902", "gfx904", "gfx906", "gfx909", "gfx90c"),
+    "gfx9-4-generic": ("gfx940", "gfx941", "gfx942", "gfx950"),
+    "gfx10-1-generic": ("gfx1010", "gfx1011", "gfx1012", "gfx1013"),
+    "gfx10-3-generic": ("gfx1030", "gfx1031", "gfx1032", "gfx1033", "gfx1034", "gfx1035", "gfx1036"),
+    "gfx11-generic": ("gfx1100", "gfx1101", "gfx1102", "gfx1103", "gfx1150", "gfx1151", "gfx1152", "gfx1153"),
+    "gfx12-generic": ("gfx1200", "gfx1201"),
+}
+TRITON_DISTS = ("pytorch-triton-rocm", "triton", "pytorch-triton", "triton-rocm")
 EXPECTED_LN_PARAMS = ("input", "weight", "bias", "epsilon", "x_bias")
 NO_ROCM_MARKERS = (
     "rocm version file not found",
@@ -68,7 +91,15 @@ class Probe:
             "import_ok": False,
             "layernorm2d_fwd": False,
             "signature": None,
-            "module_norm": {"prebuilt": False, "path": None, "gfx": []},
+            "module_norm": {
+                "prebuilt": False,
+                "path": None,
+                "gfx": [],
+                "targets": [],
+                "covers": [],
+                "reader": None,
+                "bundles": [],
+            },
         }
     )
     first_call_ms: float | None = None
@@ -176,16 +207,286 @@ def static_aiter_version(package_dir: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def scan_gfx(path: Path, chunk: int = 16 << 20) -> list[str]:
-    """gfx targets of the code objects embedded in a HIP shared object (offload bundle entry names)."""
-    found: set[str] = set()
-    tail = b""
+class UnreadableBundle(Exception):
+    """An offload bundle that this reader cannot open; the message says why."""
+
+
+@dataclass
+class CodeObjects:
+    """The code objects of a HIP shared object, and how they were read (or why they could not be)."""
+
+    targets: list[str] = field(default_factory=list)  # target ids, e.g. gfx942:sramecc+:xnack-
+    reader: str | None = None
+    bundles: list[str] = field(default_factory=list)  # how each bundle is stored, e.g. "CCOB v2 zstd"
+    notes: list[str] = field(default_factory=list)  # why a reader did not answer
+    decompressors: set[str] = field(default_factory=set)  # what the probe's own reader decompressed with
+
+
+def processor_of(target_id: str) -> str:
+    return target_id.split(":", 1)[0]
+
+
+def covered_processors(target_ids: list[str]) -> list[str]:
+    """The processors the code objects run on: each processor named, plus what a generic target covers."""
+    covered: set[str] = set()
+    for target in target_ids:
+        processor = processor_of(target)
+        covered.update(GENERIC_TARGETS.get(processor, (processor,)))
+    return sorted(covered)
+
+
+def target_features(target_id: str) -> dict[str, str]:
+    """'gfx942:sramecc+:xnack-' -> {'sramecc': '+', 'xnack': '-'}."""
+    return {feature[:-1]: feature[-1] for feature in target_id.split(":")[1:] if feature[-1:] in "+-"}
+
+
+def runs_on(code_object: str, device: str) -> bool:
+    """LLVM's isCodeObjectCompatible (OffloadBundler.cpp), with generic targets covering their processors: every
+    feature the code object sets must be set the same way on the device; a feature it leaves out means any."""
+    if processor_of(device) not in GENERIC_TARGETS.get(processor_of(code_object), (processor_of(code_object),)):
+        return False
+    wanted, present = target_features(code_object), target_features(device)
+    return all(present.get(name) == sign for name, sign in wanted.items())
+
+
+def elf_section(path: Path, name: str) -> bytes | None:
+    """One section of a 64-bit little-endian ELF file, or None when the file is not one or lacks the section."""
     with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            data = tail + block
-            found.update(m.decode() for m in GFX_IN_CODE_OBJECT.findall(data))
-            tail = data[-64:]
-    return sorted(found)
+        ident = fh.read(64)
+        if len(ident) < 64 or ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1:
+            return None
+        (shoff,) = struct.unpack_from("<Q", ident, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", ident, 0x3A)
+        fh.seek(shoff)
+        table = fh.read(shentsize * shnum)
+        headers = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(len(table) // shentsize)]
+        if shstrndx >= len(headers):
+            return None
+        fh.seek(headers[shstrndx][4])
+        names = fh.read(headers[shstrndx][5])
+        for name_offset, _type, _flags, _addr, offset, size in headers:
+            if names[name_offset : names.find(b"\0", name_offset)] == name.encode():
+                fh.seek(offset)
+                return fh.read(size)
+    return None
+
+
+def bundle_entries(data: bytes, start: int) -> tuple[list[str], int]:
+    """Entry ids of an uncompressed offload bundle at `start`, and where the bundle ends."""
+    try:
+        (count,) = struct.unpack_from("<Q", data, start + len(OFFLOAD_BUNDLE_MAGIC))
+        if count > 4096:
+            raise UnreadableBundle(f"offload bundle at {start} claims {count} entries")
+        pos, end, ids = start + len(OFFLOAD_BUNDLE_MAGIC) + 8, start, []
+        for _ in range(count):
+            offset, size, id_size = struct.unpack_from("<QQQ", data, pos)
+            ids.append(data[pos + 24 : pos + 24 + id_size].decode("ascii"))
+            pos += 24 + id_size
+            end = max(end, start + offset + size)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise UnreadableBundle(f"offload bundle at {start} is truncated or corrupt ({exc})") from None
+    return ids, max(end, pos)
+
+
+def ccob_header(data: bytes, start: int) -> tuple[int, str, int | None, int, int]:
+    """(version, method, total size or None, uncompressed size, header size) of a compressed offload bundle.
+    Layouts from LLVM's OffloadBundler.h: v1 magic, version, method, u32 uncompressed size, u64 hash; v2 adds a
+    u32 total size before the uncompressed size; v3 makes both sizes u64."""
+    try:
+        version, method = struct.unpack_from("<HH", data, start + 4)
+        if version == 1:
+            total, (uncompressed,), header = None, struct.unpack_from("<I", data, start + 8), 20
+        elif version == 2:
+            (total, uncompressed), header = struct.unpack_from("<II", data, start + 8), 24
+        elif version == 3:
+            (total, uncompressed), header = struct.unpack_from("<QQ", data, start + 8), 32
+        else:
+            raise UnreadableBundle(f"compressed bundle at {start} has format version {version}; this probe reads 1-3")
+    except struct.error:
+        raise UnreadableBundle(f"compressed bundle header at {start} is truncated") from None
+    if method not in CCOB_METHODS:
+        raise UnreadableBundle(f"compressed bundle at {start} uses compression method {method} (known: 0 zlib, 1 zstd)")
+    return version, CCOB_METHODS[method], total, uncompressed, header
+
+
+def bundle_spans(section: bytes) -> tuple[list[tuple[int, int]], list[str]]:
+    """(start, end) of each offload bundle in a .hip_fatbin section (one per translation unit), and problems met."""
+    spans, problems, pos = [], [], 0
+    while match := BUNDLE_START.search(section, pos):
+        start = match.start()
+        try:
+            if match.group() == OFFLOAD_BUNDLE_MAGIC:
+                end = bundle_entries(section, start)[1]
+            else:
+                total = ccob_header(section, start)[2]
+                following = BUNDLE_START.search(section, start + 4)  # v1 states no size: up to the next bundle
+                end = start + total if total else (following.start() if following else len(section))
+        except UnreadableBundle as exc:
+            problems.append(str(exc))
+            pos = start + len(match.group())
+            continue
+        spans.append((start, min(end, len(section))))
+        pos = max(end, start + len(match.group()))
+    return spans, problems
+
+
+def zstd_decompress(payload: bytes, size: int) -> tuple[bytes, str]:
+    """zstd through what this Python or host offers: compression.zstd (3.14), the zstandard module, the zstd tool."""
+    with contextlib.suppress(ImportError):
+        from compression import zstd  # type: ignore[import-not-found]
+
+        return zstd.ZstdDecompressor().decompress(payload, max_length=size), "compression.zstd"
+    with contextlib.suppress(ImportError):
+        import zstandard  # type: ignore[import-not-found]
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress(payload), "zstandard module"
+    tool = shutil.which("zstd")
+    if tool is None:
+        raise UnreadableBundle(
+            "zstd-compressed, and nothing here decompresses zstd (no zstd tool, no zstandard module, Python < 3.14)"
+        )
+    # A v1 bundle states no size, so padding may follow the frame: zstd then complains after writing all output.
+    result = subprocess.run([tool, "-d", "-c", "-q"], input=payload, capture_output=True, timeout=TOOL_TIMEOUT_S, check=False)
+    if len(result.stdout) != size:
+        raise UnreadableBundle(f"zstd -d failed: {result.stderr.decode(errors='replace').strip()[-200:]}")
+    return result.stdout, "zstd tool"
+
+
+def decompress_ccob(data: bytes, start: int, end: int) -> tuple[bytes, str, str]:
+    """(bundle, storage label, decompressor) of the compressed bundle in data[start:end]."""
+    version, method, _total, size, header = ccob_header(data, start)
+    payload = data[start + header : end]
+    if method == "zlib":
+        try:
+            plain, how = zlib.decompressobj().decompress(payload), "zlib"
+        except zlib.error as exc:
+            raise UnreadableBundle(f"zlib could not decompress the bundle at {start}: {exc}") from None
+    else:
+        plain, how = zstd_decompress(payload, size)
+    if len(plain) != size:
+        raise UnreadableBundle(f"the bundle at {start} decompressed to {len(plain)} bytes; its header says {size}")
+    return plain, f"CCOB v{version} {method}", how
+
+
+def find_llvm_tool(name: str) -> str | None:
+    """A tool from PATH, else from where ROCm images keep LLVM."""
+    return shutil.which(name) or next((str(Path(d, name)) for d in ROCM_LLVM_DIRS if Path(d, name).is_file()), None)
+
+
+def run_tool(command: list[str], cwd: str) -> tuple[int, str, str]:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=TOOL_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return -1, "", exception_text(exc)
+    return result.returncode, result.stdout, result.stderr.strip()
+
+
+def target_ids(text: str) -> list[str]:
+    return TARGET_ID_IN_ENTRY.findall(text)
+
+
+def read_with_objdump(path: Path, section: bytes | None, found: CodeObjects) -> list[str]:
+    tool = find_llvm_tool("llvm-objdump")
+    if tool is None:
+        found.notes.append("no llvm-objdump")
+        return []
+    with tempfile.TemporaryDirectory(prefix="probe-objdump-") as tmp:
+        # --offloading writes each code object beside its input: give it a link in a scratch directory.
+        link = Path(tmp, "input.so")
+        link.symlink_to(path.resolve())
+        code, out, err = run_tool([tool, "--offloading", link.name], tmp)
+    ids = target_ids(out)
+    listed = len(set(re.findall(rf"{re.escape(link.name)}\.([0-9]+)\.", out)))
+    present = len(bundle_spans(section)[0]) if section is not None else listed
+    # It stops at the first bundle it cannot read, and LLVM 21's skips a compressed bundle after a plain one (exit 0).
+    if code != 0 or not ids or listed < present:
+        found.notes.append(
+            f"llvm-objdump --offloading listed {listed} of {present} bundles (exit {code}: {err[-200:] or 'no message'})"
+        )
+        return []
+    return ids
+
+
+def read_with_bundler(path: Path, section: bytes | None, found: CodeObjects) -> list[str]:
+    """clang-offload-bundler --list on each bundle of the extracted .hip_fatbin section (on the linked .so itself
+    it prints nothing and exits 0, so an empty answer there proves nothing)."""
+    tool = find_llvm_tool("clang-offload-bundler")
+    if tool is None:
+        found.notes.append("no clang-offload-bundler")
+        return []
+    if section is None:
+        found.notes.append(f"clang-offload-bundler: no {FATBIN_SECTION} section to list")
+        return []
+    ids: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="probe-bundler-") as tmp:
+        for index, (start, end) in enumerate(bundle_spans(section)[0]):
+            bundle = Path(tmp, f"bundle{index}")
+            bundle.write_bytes(section[start:end])
+            code, out, err = run_tool([tool, "--list", "--type=o", f"--input={bundle}"], tmp)
+            if code != 0:
+                found.notes.append(f"clang-offload-bundler --list failed on bundle {index}: {err[-200:]}")
+                return []
+            ids += target_ids(out)
+    if not ids:
+        found.notes.append("clang-offload-bundler --list found no code object")
+    return ids
+
+
+def read_builtin(path: Path, section: bytes | None, found: CodeObjects) -> list[str]:
+    """The bundle headers read here, compressed bundles decompressed with zlib or zstd."""
+    data = section if section is not None else path.read_bytes()
+    spans, problems = bundle_spans(data)
+    found.notes += problems
+    ids, decompressors = [], set()
+    for start, end in spans:
+        try:
+            if data.startswith(CCOB_MAGIC, start):
+                plain, storage, how = decompress_ccob(data, start, end)
+                decompressors.add(how)
+                entries = bundle_entries(plain, 0)[0] if plain.startswith(OFFLOAD_BUNDLE_MAGIC) else []
+            else:
+                storage, entries = "uncompressed", bundle_entries(data, start)[0]
+        except UnreadableBundle as exc:
+            found.notes.append(str(exc))
+            continue
+        found.bundles.append(storage)
+        ids += target_ids("\n".join(entries))
+    if not spans:
+        where = f"its {FATBIN_SECTION} section" if section is not None else f"the file (no {FATBIN_SECTION} section)"
+        found.notes.append(f"no offload bundle in {where}")
+    found.decompressors |= decompressors
+    return ids
+
+
+def read_code_objects(path: Path) -> CodeObjects:
+    """The target ids of a HIP shared object's code objects: LLVM's tools first (what a ROCm image has), then the
+    bundle headers read here. Plain and compressed (CCOB v1-v3, zlib or zstd) bundles, any number per file."""
+    found = CodeObjects()
+    section = elf_section(path, FATBIN_SECTION)
+    readers = (("llvm-objdump", read_with_objdump), ("clang-offload-bundler", read_with_bundler), ("probe", read_builtin))
+    for name, reader in readers:
+        ids = reader(path, section, found)
+        if ids:
+            found.targets, found.reader = sorted(set(ids)), name
+            if name != "probe":
+                read_builtin_storage(section, found)
+            elif found.decompressors:
+                found.reader = f"probe ({', '.join(sorted(found.decompressors))})"
+            return found
+    return found
+
+
+def read_builtin_storage(section: bytes | None, found: CodeObjects) -> None:
+    """How each bundle is stored (for the record), without decompressing."""
+    if section is None:
+        return
+    for start, _end in bundle_spans(section)[0]:
+        if section.startswith(CCOB_MAGIC, start):
+            with contextlib.suppress(UnreadableBundle):
+                version, method = ccob_header(section, start)[:2]
+                found.bundles.append(f"CCOB v{version} {method}")
+        else:
+            found.bundles.append("uncompressed")
 
 
 def jit_dirs(package_dir: Path | None) -> list[Path]:
@@ -404,6 +705,30 @@ def check_aiter_version(probe: Probe, expected: str | None) -> None:
         )
 
 
+def report_aiter_commit(probe: Probe) -> None:
+    """The commit aiter was built from, as setuptools_scm wrote it into the version ('0.1.21.dev3+g<hash>')."""
+    versions = (probe.versions.get(k) or "" for k in ("aiter_import", "aiter_dist"))
+    probe.versions["aiter_commit"] = next((m.group(1) for v in versions if (m := GIT_HASH_IN_VERSION.search(v))), None)
+
+
+def check_triton(probe: Probe) -> None:
+    """Which Triton distribution is installed: the torch index's (pytorch-triton-rocm on ROCm) or another one."""
+    found = {}
+    for name in TRITON_DISTS:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    name, version = next(iter(found.items()), (None, None))
+    rocm = bool(name and ("rocm" in name or "rocm" in (version or "")))
+    probe.versions.update(triton_dist=name, triton=version, triton_rocm=rocm if name else None)
+    if len(found) > 1:
+        probe.add(
+            "triton.several",
+            "warning",
+            f"several Triton distributions are installed ({', '.join(f'{n} {v}' for n, v in found.items())}): they share "
+            "the `triton` package directory, so the last one installed overwrote the others' files.",
+        )
+
+
 def git_pin_mismatches(probe: Probe, ref: str, known: dict[str, str]) -> dict[str, str]:
     """A git pin (commit prefix or branch) checked against the commit in a setuptools-scm version ('0.1.10.dev5+gabc1234')."""
     hashes = {k: m.group(1) for k, v in known.items() if (m := GIT_HASH_IN_VERSION.search(v))}
@@ -468,20 +793,43 @@ def check_module_norm(probe: Probe, package_dir: Path, args: argparse.Namespace)
             "Build the image with PREBUILD_KERNELS=1 GPU_ARCHS=<gfx>.",
         )
         return
-    record.update(prebuilt=True, path=str(path), gfx=scan_gfx(path))
+    found = read_code_objects(path)
+    covers = covered_processors(found.targets)
+    record.update(
+        prebuilt=True,
+        path=str(path),
+        gfx=sorted({processor_of(t) for t in found.targets}),
+        targets=found.targets,
+        covers=covers,
+        reader=found.reader,
+        bundles=found.bundles,
+    )
     target = args.expect_gfx
-    if not record["gfx"]:
+    if not found.targets:
         probe.add(
             "aiter.module_norm.gfx_unknown",
             "warning",
-            f"no gfx target names found in {path} (compressed offload bundle?): cannot check its architectures.",
+            f"cannot read the code objects of {path}: {'; '.join(found.notes)}. Install llvm-objdump or clang-offload-bundler "
+            "(ROCm's llvm), or the zstd tool, to check its architectures.",
         )
-    elif target and target not in record["gfx"]:
+        return
+    generic = [t for t in found.targets if processor_of(t) in GENERIC_TARGETS]
+    via = f" (generic {', '.join(generic)} covers {', '.join(covers)})" if generic else ""
+    if target and target not in covers:
         probe.add(
             "aiter.module_norm.wrong_gfx",
             "error",
-            f"{path} holds code for {', '.join(record['gfx'])} but not {target}: it imports fine and crashes at launch. "
+            f"{path} holds code for {', '.join(found.targets)}{via} but not {target}: it imports fine and crashes at launch. "
             f"Rebuild with GPU_ARCHS={target}.",
+        )
+        return
+    device = probe.gpu["arch_full"]
+    if device and processor_of(device) in covers and not any(runs_on(t, device) for t in found.targets):
+        probe.add(
+            "aiter.module_norm.wrong_gfx",
+            "error",
+            f"{path} holds code for {', '.join(found.targets)} but the GPU is {device}: its target features (xnack, sramecc) "
+            "do not match, so no code object loads. Rebuild for this GPU's mode (or without feature suffixes).",
         )
 
 
@@ -529,6 +877,8 @@ def run_probe(args: argparse.Namespace) -> Probe:
         check_gpu(probe, torch, args)
         aiter = import_aiter(probe, torch, args)
     check_aiter_version(probe, args.expect_aiter)
+    report_aiter_commit(probe)
+    check_triton(probe)
     if aiter is not None:
         fn = getattr(aiter, "layernorm2d_fwd", None)
         probe.aiter["layernorm2d_fwd"] = fn is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import importlib.machinery
 import importlib.metadata
@@ -21,11 +22,13 @@ import platform
 import re
 import statistics
 import sys
+import threading
 import time
 import traceback
 import types
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,9 +50,14 @@ HIDDEN_SIZES = (512, 1536, 4096, 5120, 5125, 7168, 8192, 16384)
 HIDDEN_TOKENS = 83
 STRIDED_SHAPES = ((1024, 128), (83, 5125))  # column slices of a tensor twice as wide, as aiter's test uses torch.split
 TRAP_SHAPES = ((1024, 128), (83, 4096))
+# Prefill-scale shapes (bf16, GPU only): 235-537 MB moved per call, so they are bandwidth-bound, unlike every shape above.
+PREFILL_SHAPES = ((8192, 7168), (8192, 8192), (16384, 7168), (16384, 8192))
+PREFILL_DTYPE = "bfloat16"
 QUICK_K_NORM_TOKENS = (1, 83, 8192)
 QUICK_HIDDEN_SIZES = (512, 5125, 16384)
+QUICK_PREFILL_SHAPES = PREFILL_SHAPES[-1:]
 GATE_SHAPE = (8192, K_NORM_HIDDEN)
+CEILING_GATE_SHAPE = PREFILL_SHAPES[-1]  # the largest: the fused kernel's fraction of the copy ceiling is gated here
 DTYPES = ("bfloat16", "float16")
 DEFAULT_IMPLS = ("aiter-ck", "aiter-triton", "torch", "torch-upcast")
 DEFAULT_TRITON_ARCH = "gfx942"
@@ -59,12 +67,19 @@ TRITON_NORM_MODULES = ("aiter.ops.triton.normalization.norm", "aiter.ops.triton.
 # Timing: each repeat replays the graph for >= REPEAT_TARGET_MS; the graph calls the impl once per rotating input set,
 # with enough sets that their bytes exceed L2 twice over (so the figures are HBM, not L2, bandwidth; capped for tiny shapes).
 REPEATS = 7
-REPEAT_TARGET_MS = 4.0
+REPEAT_TARGET_MS = 4.0  # on an H200, 2 ms left 87-101 of 102 cases under 3% spread, 4 ms 98-102
+SPIN_US = 50.0  # the GPU spins this long before each timed repeat, so the CPU's launches are queued when timing starts
 EAGER_REPEATS = 3
+EAGER_CALLS = 16  # eager calls per repeat (eager time is launch-bound: it needs no rotation past the cache)
 MAX_ROTATING_SETS = 64
 MIN_PROFILED_CALLS = 16
 DEVICE_WORK = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})  # kineto activity types that are device work
 WARMUP_S = 0.3
+# MI300/MI350 put a 256 MB Infinity Cache (MALL) behind L2 that torch does not report: rotate inputs past it too.
+HIP_LAST_LEVEL_CACHE_BYTES = 256 << 20
+COPY_CEILING_BYTES = 1 << 30  # buffer copied device-to-device to measure the copy ceiling (bytes read + written)
+COPY_CEILING_REPEATS = 20
+JIT_WARM_UP_THREADS = 8  # Triton compiles partly outside the GIL: 8 threads took 4.8 s where 1 took 10.7 s (H200, 20 kernels)
 
 
 @dataclass(frozen=True)
@@ -90,7 +105,7 @@ LayerNormFn = Callable[[Any, Any, Any, float], Any]
 
 @dataclass(frozen=True)
 class CaseSpec:
-    kind: str  # k_norm | hidden | strided | param-trap
+    kind: str  # k_norm | hidden | strided | param-trap | prefill
     dtype: str
     param_dtype: str
     tokens: int
@@ -105,6 +120,7 @@ class Impl:
     fused: bool
     param_dtype: str | None = None  # fixed parameter dtype (torch-upcast keeps fp32 params); None: the input's dtype
     info: dict[str, Any] = field(default_factory=dict)
+    jit: bool = False  # compiles a kernel per specialization at first call (Triton): warmed up in parallel before timing
 
 
 class Unavailable(Exception):
@@ -243,7 +259,7 @@ def load_aiter_triton(ctx: Context) -> Impl:
         def fn(x: Any, w: Any, b: Any, eps: float, _ln: Callable[..., Any] = layer_norm) -> Any:
             return _ln(x, w, b, eps)
 
-        return Impl("aiter-triton", fn, fused=True, info=info)
+        return Impl("aiter-triton", fn, fused=True, info=info, jit=True)
     raise Unavailable("aiter's Triton layer_norm did not import: " + "; ".join(errors))
 
 
@@ -258,7 +274,7 @@ IMPLS: dict[str, Callable[[Context], Impl]] = {
 # ---------------------------------------------------------------- cases
 
 
-def case_specs(quick: bool, impl: Impl) -> list[CaseSpec]:
+def case_specs(quick: bool, impl: Impl, gpu: bool = True) -> list[CaseSpec]:
     k_tokens = QUICK_K_NORM_TOKENS if quick else K_NORM_TOKENS
     hidden_sizes = QUICK_HIDDEN_SIZES if quick else HIDDEN_SIZES
     strided = STRIDED_SHAPES[-1:] if quick else STRIDED_SHAPES
@@ -268,21 +284,30 @@ def case_specs(quick: bool, impl: Impl) -> list[CaseSpec]:
         specs += [CaseSpec("k_norm", dtype, params, t, K_NORM_HIDDEN) for t in k_tokens]
         specs += [CaseSpec("hidden", dtype, params, HIDDEN_TOKENS, h) for h in hidden_sizes]
         specs += [CaseSpec("strided", dtype, params, t, h, layout="strided") for t, h in strided]
+    if gpu:
+        prefill = QUICK_PREFILL_SHAPES if quick else PREFILL_SHAPES
+        specs += [CaseSpec("prefill", PREFILL_DTYPE, impl.param_dtype or PREFILL_DTYPE, t, h) for t, h in prefill]
     if impl.fused:  # bf16 input with fp32 weight/bias: aiter < 0.1.20 returns wrong values without an error
         trap = TRAP_SHAPES[:1] if quick else TRAP_SHAPES
         specs += [CaseSpec("param-trap", "bfloat16", "float32", t, h) for t, h in trap]
     return specs
 
 
-def make_inputs(spec: CaseSpec, device: Any, sets: int = 1) -> tuple[list[Any], Any, Any]:
-    """`sets` input tensors for the case (a column slice when strided) and its weight and bias, seeded by the case."""
+def make_inputs(spec: CaseSpec, device: Any, sets: int = 1, values: bool = True) -> tuple[list[Any], Any, Any]:
+    """`sets` input tensors for the case (a column slice when strided) and its weight and bias, seeded by the case.
+    values=False: the same shapes, dtypes and strides, left unset (enough for a JIT to compile its specialization)."""
     gen = torch.Generator(device=device).manual_seed(zlib.crc32(repr(spec).encode()))
     dtype, width = getattr(torch, spec.dtype), spec.hidden * (2 if spec.layout == "strided" else 1)
+    param = getattr(torch, spec.param_dtype)
+    if not values:
+        base = torch.empty((spec.tokens, width), dtype=dtype, device=device)
+        x = base[:, : spec.hidden] if spec.layout == "strided" else base
+        w, b = (torch.empty((spec.hidden,), dtype=param, device=device) for _ in range(2))
+        return [x] * sets, w, b
     xs = []
     for _ in range(sets):
         base = torch.randn((spec.tokens, width), generator=gen, device=device).to(dtype)
         xs.append(base[:, : spec.hidden] if spec.layout == "strided" else base)
-    param = getattr(torch, spec.param_dtype)
     w = (1 + 0.25 * torch.randn((spec.hidden,), generator=gen, device=device)).to(param)
     b = (0.25 * torch.randn((spec.hidden,), generator=gen, device=device)).to(param)
     return xs, w, b
@@ -321,8 +346,8 @@ def compare(y: Any, ref: Any, spec: CaseSpec, tol: Tolerance) -> dict[str, Any]:
     return {**result, "status": "fail" if problems else "pass", "reason": "; ".join(problems) or None}
 
 
-def check_case(impl: Impl, spec: CaseSpec, device: Any) -> dict[str, Any]:
-    xs, w, b = make_inputs(spec, device)
+def check_case(impl: Impl, spec: CaseSpec, inputs: tuple[list[Any], Any, Any]) -> dict[str, Any]:
+    xs, w, b = inputs
     ref = F.layer_norm(xs[0].double(), (spec.hidden,), w.double(), b.double(), EPS)
     try:
         y = impl.fn(xs[0], w, b, EPS)
@@ -347,6 +372,21 @@ def rotating_sets(spec: CaseSpec, l2_bytes: int) -> int:
     return max(1, min(MAX_ROTATING_SETS, math.ceil(2 * l2_bytes / bytes_per_call(spec))))
 
 
+@dataclass
+class StepClock:
+    """Seconds spent per step of the cases, summed over cases (where the run's time goes)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
 def event_ms(work: Callable[[], None]) -> float:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -360,28 +400,82 @@ def spread_pct(samples: list[float]) -> float:
     return (max(samples) - min(samples)) / statistics.median(samples) * 100
 
 
-def capture_graph(calls: Callable[[], list[Any]]) -> tuple[Any, list[Any]]:
+def capture_graph(calls: Callable[[], list[Any]], warm_up: Callable[[], Any]) -> tuple[Any, list[Any]]:
+    """Capture `calls` on a side stream after `warm_up` ran there. CUDAGraph's own capture_begin/end: the torch.cuda.graph
+    context manager also runs gc.collect() and empty_cache() on every capture, which costs more than the capture."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graphs advises
-        calls()
-    torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = calls()
+    with torch.cuda.stream(side):
+        warm_up()
+        side.synchronize()
+        graph.capture_begin()
+        try:
+            outputs = calls()
+        finally:
+            graph.capture_end()
+    torch.cuda.current_stream().wait_stream(side)
     return graph, outputs
 
 
-def replay_times(graph: Any, n_calls: int) -> list[float]:
-    """Device us per call for each of REPEATS repeats; a repeat replays the graph for >= REPEAT_TARGET_MS."""
+@dataclass(frozen=True)
+class Timing:
+    repeat_ms: float
+    spin_cycles: int = 0  # GPU clock cycles of torch.cuda._sleep before each timed repeat (0: none)
+
+
+def calibrate_spin(target_us: float) -> int:
+    """Clock cycles of torch.cuda._sleep that keep the GPU busy for about `target_us`; 0 where torch lacks it."""
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if sleep is None or target_us <= 0:
+        return 0
+    cycles = 100_000
+    try:
+        sleep(cycles)
+        elapsed_us = event_ms(lambda: sleep(cycles)) * 1e3
+    except (AttributeError, RuntimeError):  # a build without the spin kernel: time without it
+        traceback.print_exc(file=sys.stderr)
+        return 0
+    return max(1, round(cycles * target_us / max(elapsed_us, 1e-3)))
+
+
+def timed_ms(work: Callable[[], None], spin_cycles: int) -> float:
+    """Device ms of `work`. A spin first keeps the GPU busy while the CPU queues the work, so the time excludes the
+    launch latency before the first kernel (a per-repeat cost, not a per-call one)."""
+    if spin_cycles:
+        torch.cuda._sleep(spin_cycles)
+    return event_ms(work)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No garbage collection while repeats are timed: a collection stalls the launches and the GPU idles (as timeit)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def replay_times(graph: Any, n_calls: int, timing: Timing) -> list[float]:
+    """Device us per call for each of REPEATS repeats; a repeat replays the graph for >= timing.repeat_ms."""
     graph.replay()
-    replays = max(1, math.ceil(REPEAT_TARGET_MS / max(event_ms(graph.replay), 1e-3)))
+    replays = max(1, math.ceil(timing.repeat_ms / max(event_ms(graph.replay), 1e-3)))
 
     def repeat() -> None:
         for _ in range(replays):
             graph.replay()
 
-    return [event_ms(repeat) * 1e3 / (replays * n_calls) for _ in range(REPEATS)]
+    with gc_paused():
+        return [timed_ms(repeat, timing.spin_cycles) * 1e3 / (replays * n_calls) for _ in range(REPEATS)]
+
+
+def device_profiler() -> Any:
+    """The autograd profiler, recording device activity only. Not torch.profiler.profile: its start evaluates
+    hasattr(torch, "_inductor"), which imports Inductor, Dynamo and sympy (5 s on an H200 machine without bytecode)."""
+    return torch.autograd.profiler.profile(use_device="cuda", use_cpu=False, use_kineto=True)
 
 
 def device_work(prof: Any) -> list[tuple[str, int, int]]:
@@ -392,16 +486,14 @@ def device_work(prof: Any) -> list[tuple[str, int, int]]:
         kind = getattr(e, "activity_type", None)
         return kind() in DEVICE_WORK if kind else e.device_type() == DeviceType.CUDA
 
-    return [(e.name(), e.start_ns(), e.end_ns()) for e in prof.profiler.kineto_results.events() if is_work(e)]
+    return [(e.name(), e.start_ns(), e.end_ns()) for e in prof.kineto_results.events() if is_work(e)]
 
 
 def profile_replays(graph: Any, n_calls: int) -> dict[str, Any]:
     """Kernels per call, their summed time per call, and the span from the first kernel's start to the last one's end
     per call (kernel time plus the dispatch gaps between graph nodes), over graph replays under the torch profiler."""
-    from torch.profiler import ProfilerActivity, profile
-
     replays = math.ceil(MIN_PROFILED_CALLS / n_calls)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with device_profiler() as prof:
         for _ in range(replays):
             graph.replay()
         torch.cuda.synchronize()
@@ -423,18 +515,28 @@ def pct_diff(value: float, reference: float) -> float | None:
     return finite((value - reference) / reference * 100, 2) if reference else None
 
 
-def measure_case(impl: Impl, spec: CaseSpec, device: Any, l2_bytes: int) -> dict[str, Any]:
-    n_sets = rotating_sets(spec, l2_bytes)
-    xs, w, b = make_inputs(spec, device, sets=n_sets)
+def measure_case(
+    impl: Impl, spec: CaseSpec, inputs: tuple[list[Any], Any, Any], clock: StepClock, timing: Timing
+) -> dict[str, Any]:
+    xs, w, b = inputs
+    n_sets = len(xs)
 
     def calls() -> list[Any]:
         return [impl.fn(x, w, b, EPS) for x in xs]
 
-    graph, outputs = capture_graph(calls)
-    samples = replay_times(graph, n_sets)
+    def eager_calls() -> None:
+        for x in xs[:EAGER_CALLS]:
+            impl.fn(x, w, b, EPS)
+
+    with clock.step("capture"):  # the check already called impl on this input: one call warms the capture stream
+        graph, outputs = capture_graph(calls, lambda: impl.fn(xs[0], w, b, EPS))
+    with clock.step("time_graph"):
+        samples = replay_times(graph, n_sets, timing)
     graph_us = statistics.median(samples)
-    eager_us = statistics.median(event_ms(calls) * 1e3 / n_sets for _ in range(EAGER_REPEATS))
-    prof = profile_replays(graph, n_sets)
+    with clock.step("profile"):  # before the eager calls, which leave their few input sets in L2
+        prof = profile_replays(graph, n_sets)
+    with clock.step("time_eager"):
+        eager_us = statistics.median(event_ms(eager_calls) * 1e3 / min(n_sets, EAGER_CALLS) for _ in range(EAGER_REPEATS))
     del graph, outputs
     kernels = prof["kernels_per_call"]
     return {
@@ -453,6 +555,46 @@ def measure_case(impl: Impl, spec: CaseSpec, device: Any, l2_bytes: int) -> dict
     }
 
 
+def measure_copy_ceiling(device: Any) -> float:
+    """GB/s of a device-to-device copy of COPY_CEILING_BYTES random bytes, counting bytes read plus bytes written: the
+    bandwidth a memory-bound kernel can reach on this device (METHOD: measure the ceiling, not the datasheet)."""
+    src = torch.randint(0, 256, (COPY_CEILING_BYTES,), dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+
+    def copies() -> None:
+        for _ in range(COPY_CEILING_REPEATS):
+            dst.copy_(src)
+
+    best_ms = min(event_ms(copies) for _ in range(3))
+    return 2 * COPY_CEILING_BYTES * COPY_CEILING_REPEATS / (best_ms * 1e-3) / 1e9
+
+
+def warm_up_jit(impl: Impl, specs: list[CaseSpec], device: Any) -> None:
+    """Call `impl` once per case in parallel threads so Triton compiles (or loads from its cache) every specialization
+    before anything is timed; the first call runs alone, because Triton sets up its per-device state on it."""
+
+    def call(spec: CaseSpec) -> None:
+        with torch.no_grad(), contextlib.suppress(Exception):  # a failing case reports itself when it runs
+            xs, w, b = make_inputs(spec, device, values=False)  # what is compiled depends on shapes, not values
+            impl.fn(xs[0], w, b, EPS)
+
+    if specs:
+        call(specs[0])
+    with ThreadPoolExecutor(JIT_WARM_UP_THREADS) as pool:
+        list(pool.map(call, specs[1:]))
+    torch.cuda.synchronize()
+
+
+def warm_up_profiler(device: Any) -> None:
+    """One profiler session over an eager kernel: the first session in a process pays the profiler's set-up."""
+    x = torch.ones(1024, device=device)
+    with device_profiler():
+        x.add_(1)
+        torch.cuda.synchronize()
+
+
 def warm_up_gpu(device: Any) -> None:
     """Keep the GPU busy for a moment so clocks have ramped before the first timed case."""
     a = torch.randn((4096, 4096), device=device, dtype=torch.bfloat16)
@@ -465,7 +607,7 @@ def warm_up_gpu(device: Any) -> None:
 # ---------------------------------------------------------------- gates and report
 
 
-def attach_speedups(cases: list[dict[str, Any]], peak_gbs: float | None) -> None:
+def attach_speedups(cases: list[dict[str, Any]], peak_gbs: float | None, ceiling_gbs: float | None = None) -> None:
     baseline = {
         (c["dtype"], c["tokens"], c["hidden"], c["layout"]): c["graph_us"]
         for c in cases
@@ -475,6 +617,8 @@ def attach_speedups(cases: list[dict[str, Any]], peak_gbs: float | None) -> None
         base = baseline.get((c["dtype"], c["tokens"], c["hidden"], c["layout"]))
         c["speedup_vs_torch_upcast"] = finite(base / c["graph_us"], 3) if base and c.get("graph_us") else None
         c["bandwidth_frac"] = finite(c["bandwidth_gbs"] / peak_gbs, 4) if peak_gbs and c.get("bandwidth_gbs") else None
+        bandwidth = c.get("bandwidth_gbs")
+        c["bandwidth_ceiling_frac"] = finite(bandwidth / ceiling_gbs, 4) if ceiling_gbs and bandwidth else None
 
 
 def is_gate_case(case: dict[str, Any]) -> bool:
@@ -486,10 +630,39 @@ def is_gate_case(case: dict[str, Any]) -> bool:
     )
 
 
+def is_ceiling_gate_case(case: dict[str, Any]) -> bool:
+    return case["kind"] == "prefill" and (case["tokens"], case["hidden"]) == CEILING_GATE_SHAPE and case["dtype"] == PREFILL_DTYPE
+
+
+def ceiling_gate(name: str, case: dict[str, Any] | None, min_frac: float, ceiling_gbs: float | None) -> dict[str, Any]:
+    """The fused impl's bandwidth at the largest prefill shape, as a fraction of the copy ceiling measured in this run."""
+    shape = f"{CEILING_GATE_SHAPE[0]}x{CEILING_GATE_SHAPE[1]} bf16"
+    frac = case.get("bandwidth_ceiling_frac") if case else None
+    if frac is None:
+        why = "copy ceiling not measured" if case and case.get("bandwidth_gbs") else "not measured"
+        return {
+            "name": f"{name}.bandwidth_ceiling_frac",
+            "passed": False,
+            "detail": f"{name} at {shape}: {why} (gate >= {min_frac})",
+        }
+    figures = f"{case['bandwidth_gbs']:.0f} GB/s = {frac:.3f} of the measured copy ceiling {ceiling_gbs:.0f} GB/s"
+    return {
+        "name": f"{name}.bandwidth_ceiling_frac",
+        "passed": frac >= min_frac,
+        "detail": f"{name} at {shape}: {figures} (gate >= {min_frac})",
+    }
+
+
 def evaluate_gates(
-    cases: list[dict[str, Any]], fused: list[str], max_kernels: int | None, min_speedup: float | None
+    cases: list[dict[str, Any]],
+    fused: list[str],
+    max_kernels: int | None,
+    min_speedup: float | None,
+    min_ceiling_frac: float | None = None,
+    ceiling_gbs: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Gates on each fused impl at the k_norm shape 8192x128 bf16; a missing measurement fails its gate."""
+    """Gates on each fused impl at the k_norm shape 8192x128 bf16 and at the largest prefill shape; a missing
+    measurement fails its gate."""
     gates = []
     shape = f"{GATE_SHAPE[0]}x{GATE_SHAPE[1]} bf16"
     for name in fused:
@@ -512,6 +685,9 @@ def evaluate_gates(
                     "detail": f"{name} at {shape}: {figures} (gate >= {min_speedup}x)",
                 }
             )
+        if min_ceiling_frac is not None:
+            prefill = next((c for c in cases if c["impl"] == name and is_ceiling_gate_case(c)), None)
+            gates.append(ceiling_gate(name, prefill, min_ceiling_frac, ceiling_gbs))
     return gates
 
 
@@ -569,21 +745,29 @@ def load_impls(names: list[str], ctx: Context, skipped: list[dict[str, Any]]) ->
     return impls, table
 
 
-def run_impl(impl: Impl, args: argparse.Namespace, device: Any, l2_bytes: int) -> list[dict[str, Any]]:
+def run_impl(
+    impl: Impl, args: argparse.Namespace, device: Any, cache_bytes: int, clock: StepClock, timing: Timing
+) -> list[dict[str, Any]]:
     cases = []
-    for spec in case_specs(args.quick, impl):
+    gpu = device.type == "cuda"
+    for spec in case_specs(args.quick, impl, gpu):
         started = time.perf_counter()
         case = {
             "impl": impl.name,
             **{k: getattr(spec, k) for k in ("dtype", "param_dtype", "tokens", "hidden", "layout", "kind")},
         }
-        case.update(check_case(impl, spec, device))
-        if device.type == "cuda" and case["status"] != "error" and spec.kind != "param-trap":
+        timed = gpu and spec.kind != "param-trap"
+        with clock.step("inputs"):  # the timed sets' first one is also the checked input (same seed, same values)
+            inputs = make_inputs(spec, device, sets=rotating_sets(spec, cache_bytes) if timed else 1)
+        with clock.step("check"):
+            case.update(check_case(impl, spec, inputs))
+        if timed and case["status"] != "error":
             try:
-                case.update(measure_case(impl, spec, device, l2_bytes))
+                case.update(measure_case(impl, spec, inputs, clock, timing))
             except Exception as exc:  # a timing failure (e.g. not graph-capturable) fails the case with the reason
                 traceback.print_exc(file=sys.stderr)
                 case.update(status="error", reason=f"performance: {type(exc).__name__}: {exc}")
+        del inputs
         print(
             f"[smoke] {impl.name:13} {spec.kind:10} {spec.dtype:8} {spec.tokens}x{spec.hidden} {spec.layout:10} {case['status']} ({time.perf_counter() - started:.2f} s)",
             file=sys.stderr,
@@ -599,6 +783,7 @@ PERF_FIELDS = (
     "kernels_per_call",
     "bandwidth_gbs",
     "bandwidth_frac",
+    "bandwidth_ceiling_frac",
     "speedup_vs_torch_upcast",
     "spread_pct",
     "profiler_kernel_us",
@@ -606,30 +791,89 @@ PERF_FIELDS = (
 
 
 def gates_or_skips(
-    args: argparse.Namespace, gpu: bool, impl_table: dict[str, Any], cases: list[dict[str, Any]], skipped: list[dict[str, Any]]
+    args: argparse.Namespace,
+    gpu: bool,
+    impl_table: dict[str, Any],
+    cases: list[dict[str, Any]],
+    skipped: list[dict[str, Any]],
+    ceiling_gbs: float | None = None,
 ) -> list[dict[str, Any]]:
     """The evaluated gates, or the reasons (appended to `skipped`) why performance and gates could not be judged."""
-    asked = args.gate_max_kernels is not None or args.gate_min_speedup is not None
+    asked = any(g is not None for g in (args.gate_max_kernels, args.gate_min_speedup, args.gate_min_ceiling_frac))
     fused = [n for n in args.impl if impl_table[n].get("fused") or impl_table[n].get("blocking")]
     if not gpu:
         skipped.append({"what": "performance", "reason": "no GPU: graph/eager timing, kernel counts and bandwidth need one"})
+        skipped.append(
+            {
+                "what": "prefill shapes",
+                "reason": "no GPU: the bandwidth-bound prefill shapes "
+                + ", ".join(f"{t}x{h}" for t, h in PREFILL_SHAPES)
+                + " run only on a GPU (on a CPU they take minutes and check nothing the other shapes do not)",
+            }
+        )
         if asked:
             skipped.append({"what": "gates", "reason": "no GPU: performance gates cannot be evaluated"})
         return []
     if asked and not fused:
         skipped.append({"what": "gates", "reason": "no fused implementation (aiter-ck, aiter-triton) was run"})
         return []
-    return evaluate_gates(cases, fused, args.gate_max_kernels, args.gate_min_speedup)
+    return evaluate_gates(cases, fused, args.gate_max_kernels, args.gate_min_speedup, args.gate_min_ceiling_frac, ceiling_gbs)
+
+
+def measurement(timing: Timing) -> dict[str, Any]:
+    return {**MEASUREMENT, "repeat_target_ms": timing.repeat_ms, "spin_cycles_before_repeat": timing.spin_cycles}
 
 
 MEASUREMENT = {
     "method": "CUDA/HIP graph replay, median of repeats; inputs rotate over sets whose bytes exceed 2x L2 (capped);"
-    " kernel counts, kernel time and span from the torch profiler over the same graph's replays",
+    " kernel counts, kernel time and span from the torch profiler over the same graph's replays;"
+    " copy ceiling: best of 3 timings of repeated device-to-device copies of 1 GiB, bytes read plus written",
     "repeats": REPEATS,
     "repeat_target_ms": REPEAT_TARGET_MS,
+    "spin_us_before_repeat": SPIN_US,
     "max_rotating_sets": MAX_ROTATING_SETS,
     "eager_repeats": EAGER_REPEATS,
+    "eager_calls": EAGER_CALLS,
+    "copy_ceiling_bytes": COPY_CEILING_BYTES,
+    "copy_ceiling_repeats": COPY_CEILING_REPEATS,
 }
+
+
+def cache_bytes_to_defeat(info: dict[str, Any]) -> int:
+    """The cache size the rotating input sets must exceed (twice over) for the timings to be HBM, not cache, figures."""
+    l2 = info.get("l2_bytes") or 64 << 20
+    return max(l2, HIP_LAST_LEVEL_CACHE_BYTES) if info.get("hip") else l2
+
+
+def prepare_gpu(impls: list[Impl], args: argparse.Namespace, device: Any, phase_s: dict[str, float]) -> tuple[float, Timing]:
+    """Everything before the first timed case: Triton's compiles in parallel (while the profiler sets itself up on
+    another thread), clocks ramped, the copy ceiling measured, the pre-timing spin calibrated."""
+    profiler_s: list[float] = []
+
+    def profiler_set_up() -> None:
+        started = time.perf_counter()
+        try:
+            warm_up_profiler(device)
+        except Exception:  # only a warm-up: the cases' own profiling reports any real failure
+            traceback.print_exc(file=sys.stderr)
+        profiler_s.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    profiler_thread = threading.Thread(target=profiler_set_up, name="profiler-warm-up")
+    profiler_thread.start()
+    for impl in impls:
+        if impl.jit:
+            warm_up_jit(impl, case_specs(args.quick, impl, True), device)
+    phase_s["jit_warm_up"] = time.perf_counter() - started
+    profiler_thread.join()
+    phase_s["profiler_warm_up"] = profiler_s[0] if profiler_s else 0.0
+    phase_s["jit_and_profiler_warm_up"] = time.perf_counter() - started
+    started = time.perf_counter()
+    warm_up_gpu(device)
+    ceiling = measure_copy_ceiling(device)
+    timing = Timing(repeat_ms=REPEAT_TARGET_MS, spin_cycles=calibrate_spin(SPIN_US))
+    phase_s["clocks_and_copy_ceiling"] = time.perf_counter() - started
+    return ceiling, timing
 
 
 def run_smoke(args: argparse.Namespace) -> dict[str, Any]:
@@ -640,17 +884,26 @@ def run_smoke(args: argparse.Namespace) -> dict[str, Any]:
     impls, impl_table = load_impls(args.impl, ctx, skipped)
     gpu = device.type == "cuda"
     info = device_info(device)
+    phase_s: dict[str, float] = {"import": _T_IMPORTED - _T0}
+    ceiling_gbs, timing = prepare_gpu(impls, args, device, phase_s) if gpu else (None, Timing(repeat_ms=REPEAT_TARGET_MS))
     if gpu:
-        warm_up_gpu(device)
+        gc.collect()  # the compiles' garbage, once, rather than in collections during the timed cases
+        gc.freeze()
     loaded = time.perf_counter()
+    phase_s["load_and_warm_up"] = loaded - started
+    clock = StepClock()
+    cases = []
     with torch.no_grad():
-        cases = [case for impl in impls for case in run_impl(impl, args, device, info.get("l2_bytes") or 64 << 20)]
-    phase_s = {"import": _T_IMPORTED - _T0, "load_and_warm_up": loaded - started, "cases": time.perf_counter() - loaded}
+        for impl in impls:
+            cases += run_impl(impl, args, device, cache_bytes_to_defeat(info), clock, timing)
+            if gpu:
+                torch.cuda.empty_cache()  # the captured graphs' memory pools, before the next impl's
+    phase_s["cases"] = time.perf_counter() - loaded
     for case in cases:
         for key in RESULT_FIELDS + PERF_FIELDS:
             case.setdefault(key, None)
-    attach_speedups(cases, args.peak_bandwidth_gbs)
-    gates = gates_or_skips(args, gpu, impl_table, cases, skipped)
+    attach_speedups(cases, args.peak_bandwidth_gbs, ceiling_gbs)
+    gates = gates_or_skips(args, gpu, impl_table, cases, skipped, ceiling_gbs)
     failed = (
         any(c["status"] in ("fail", "error") for c in cases)
         or any(not g["passed"] for g in gates)
@@ -665,13 +918,15 @@ def run_smoke(args: argparse.Namespace) -> dict[str, Any]:
         "device": info,
         "versions": versions(),
         "peak_bandwidth_gbs": args.peak_bandwidth_gbs,
+        "copy_ceiling_gbs": finite(ceiling_gbs, 1),
         "tolerances": {k: vars(v) for k, v in TOLERANCES.items()},
         "reference": "float64 F.layer_norm on the same device from the same rounded inputs and params",
         "impls": impl_table,
         "aiter_kernel_ran": aiter_ran,
         "amd_result": ctx.hip,  # False on NVIDIA: aiter-triton there ran with an overridden arch lookup
-        "measurement": MEASUREMENT if gpu else None,
+        "measurement": measurement(timing) if gpu else None,
         "phase_s": {k: round(v, 3) for k, v in phase_s.items()},
+        "case_step_s": {k: round(v, 3) for k, v in clock.seconds.items()},
         "cases": cases,
         "gates": gates,
         "skipped": skipped,
@@ -714,6 +969,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--gate-min-speedup", type=float, help="fused impls must be at least X times faster than torch-upcast at 8192x128 bf16"
     )
+    p.add_argument(
+        "--gate-min-ceiling-frac",
+        type=float,
+        help="fused impls must reach at least this fraction of the measured copy ceiling at the largest prefill shape",
+    )
     p.add_argument("--quick", action="store_true", help="fewer shapes, for CI")
     p.add_argument(
         "--cpu-only", action="store_true", help="CPU-only image: run correctness on the CPU and never claim GPU results"
@@ -727,6 +987,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.impl = impl_list(args.impl)
     if args.cpu_only and args.device == "cuda":
         raise UsageError("--cpu-only contradicts --device cuda")
+    if args.gate_min_ceiling_frac is not None and not 0 < args.gate_min_ceiling_frac <= 1:
+        raise UsageError(f"--gate-min-ceiling-frac must be in (0, 1], got {args.gate_min_ceiling_frac}")
     if args.triton_arch and not re.fullmatch(r"gfx[0-9a-f]+", args.triton_arch):
         raise UsageError(f"--triton-arch must look like gfx942, got {args.triton_arch!r}")
     return args
@@ -775,6 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
             doc, code = error_document(f"{type(exc).__name__}: {exc}", arguments), 2
         with open(real_stdout, "w", closefd=False) as out:
             out.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    print(f"[smoke] done: {time.perf_counter() - _T0:.2f} s since the torch import began", file=sys.stderr)
     return code
 
 

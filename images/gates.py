@@ -12,11 +12,18 @@ import importlib.metadata as md
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 Failure = str
+TRITON_DISTS = ("pytorch-triton-rocm", "triton", "pytorch-triton", "triton-rocm")
+GIT_HASH_IN_VERSION = re.compile(r"\+g([0-9a-f]{7,40})")
+# What setuptools_scm makes of a clone without tags: 0.0 bumped (v8) or aiter's fallback_version 0.1.0 bumped (v10).
+NO_RELEASE_VERSION = re.compile(r"0\.1(\.1)?\.dev[0-9]+\+g[0-9a-f]+.*")
+CONSTRAINTS = Path("/opt/rocmci/constraints.txt")
+AITER_RECORD = Path("/opt/rocmci/aiter-source.json")
 
 
 def public_version(version: str) -> str:
@@ -63,16 +70,92 @@ def check_no_cuda_wheels(rocm: str) -> list[Failure]:
     return [f"CUDA wheels installed on a ROCm stack: {', '.join(cuda)}"] if cuda else []
 
 
-def check_aiter(expected: str, source: str) -> tuple[list[Failure], dict]:
+def check_aiter(expected: str, source: str, commit: str) -> tuple[list[Failure], dict]:
     try:
         found = md.version("amd-aiter")
     except md.PackageNotFoundError:
         return ["amd-aiter is not installed"], {}
-    record = json.loads(Path("/opt/rocmci/aiter-source.json").read_text())
-    info = {"version": found, "source": source, "spec": record.get("spec"), "commit": record.get("commit") or None}
+    record = json.loads(AITER_RECORD.read_text())
+    built_from = GIT_HASH_IN_VERSION.search(found)
+    info = {
+        "version": found,
+        "source": source,
+        "spec": record.get("spec"),
+        "commit": record.get("commit") or None,
+        "version_commit": built_from.group(1) if built_from else None,
+    }
+    if commit:
+        return check_aiter_commit(found, commit, record), info
     if public_version(found) != public_version(expected) and found != expected:
         return [f"amd-aiter is {found}, the stack pins {expected}"], info
     return [], info
+
+
+def check_aiter_commit(found: str, commit: str, record: dict) -> list[Failure]:
+    """aiter pinned by commit: setuptools_scm writes the commit it built from into the version (`+g<hash>`), except
+    at a tagged commit, whose version is the bare release."""
+    failures = []
+    checked_out = record.get("commit") or ""
+    if checked_out and checked_out != commit:
+        failures.append(f"the aiter checkout is at {checked_out}, the stack pins {commit}")
+    if NO_RELEASE_VERSION.fullmatch(found) and not record.get("describe"):
+        failures.append(
+            f"amd-aiter {found} names no release: it was built from a clone without tags (setuptools_scm's fallback); "
+            "fetch the tags with the commit"
+        )
+    built_from = GIT_HASH_IN_VERSION.search(found)
+    at_tag = re.fullmatch(r".+-0-g[0-9a-f]+", record.get("describe") or "") is not None
+    if built_from is None and not (at_tag and checked_out == commit):
+        failures.append(f"amd-aiter {found} names no commit (no +g<hash>): it was not built from a checkout of {commit}")
+    elif built_from and not commit.startswith(built_from.group(1)):
+        failures.append(f"amd-aiter {found} was built from commit {built_from.group(1)}, the stack pins {commit}")
+    return failures
+
+
+def triton_dists(lines: list[str] | None = None) -> dict[str, str]:
+    """Installed Triton distributions (name -> version), or those named in `pip freeze` lines."""
+    if lines is None:
+        found = {(d.metadata["Name"] or "").lower().replace("_", "-"): d.version for d in md.distributions()}
+    else:
+        found = dict(line.strip().lower().replace("_", "-").split("==", 1) for line in lines if "==" in line)
+    return {name: found[name] for name in TRITON_DISTS if name in found}
+
+
+def describe_tritons(dists: dict[str, str]) -> str:
+    return " and ".join(f"{name} {version}" for name, version in dists.items()) or "no Triton"
+
+
+def check_triton(source: str, version: str, before: dict[str, str], after: dict[str, str]) -> list[Failure]:
+    """The Triton the stack chose: the torch index's (what stood after torch was installed) or aiter's triton X."""
+    if source == "aiter":
+        if after == {"triton": after.get("triton", "")} and public_version(after["triton"]) == version:
+            return []
+        return [
+            f"the stack takes triton {version} from aiter's build (AITER_USE_SYSTEM_TRITON=0), but {describe_tritons(after)} "
+            "is installed"
+        ]
+    if after == before:
+        return []
+    added = {name: v for name, v in after.items() if before.get(name) != v}
+    removed = {name: v for name, v in before.items() if after.get(name) != v}
+    if added and removed:
+        change = f"replaced {describe_tritons(removed)} with {describe_tritons(added)}"
+    elif removed:
+        change = f"removed {describe_tritons(removed)} and installed no Triton"
+    elif before:
+        change = f"installed {describe_tritons(added)} beside {describe_tritons(before)}"
+    else:
+        change = f"installed {describe_tritons(added)} where the torch index installed no Triton"
+    return [
+        f"aiter's build {change}; the stack keeps the torch index's Triton (matrix.yaml `triton: torch`, built with "
+        "AITER_USE_SYSTEM_TRITON=1, which aiter's setup.py honours only when a Triton is installed)"
+    ]
+
+
+def triton_info(source: str, after: dict[str, str]) -> dict:
+    name, version = next(iter(after.items()), (None, None))
+    rocm = bool(name and ("rocm" in name or "rocm" in (version or "")))
+    return {"dist": name, "version": version, "rocm_build": rocm if name else None, "source": source}
 
 
 def main() -> int:
@@ -81,10 +164,14 @@ def main() -> int:
     args = parser.parse_args()
     env = os.environ.get
     rocm = env("ROCM_VERSION", "")
-    failures = check_pip() + check_python(env("PYTHON_VERSION", "")) + check_no_cuda_wheels(rocm)
+    failures = check_python(env("PYTHON_VERSION", "")) + check_no_cuda_wheels(rocm)
     torch_failures, torch_info = check_torch(env("TORCH_VERSION", ""), rocm)
-    aiter_failures, aiter_info = check_aiter(env("AITER_VERSION", ""), env("AITER_SOURCE", ""))
-    failures += torch_failures + aiter_failures
+    aiter_failures, aiter_info = check_aiter(env("AITER_VERSION", ""), env("AITER_SOURCE", ""), env("AITER_COMMIT", ""))
+    tritons = triton_dists()
+    triton_source = env("TRITON_SOURCE", "torch")
+    before = triton_dists(CONSTRAINTS.read_text().splitlines()) if CONSTRAINTS.is_file() else {}
+    triton_failures = check_triton(triton_source, env("TRITON_VERSION", ""), before, tritons)
+    failures += torch_failures + aiter_failures + triton_failures + check_pip()
     for failure in failures:
         print(f"rocmci gate FAILED: {failure}", file=sys.stderr)
     if failures:
@@ -102,6 +189,7 @@ def main() -> int:
             "pin": env("AITER_VERSION"),
             "kernels": "prebuilt" if env("PREBUILD_KERNELS") == "1" else "jit-at-first-call",
         },
+        "triton": {**triton_info(triton_source, tritons), "pin": env("TRITON_VERSION") or None, "torch_index": before or None},
         "fixture": env("ROCMCI_FIXTURE") == "1",
         "pip_constraint": env("PIP_CONSTRAINT"),
         "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

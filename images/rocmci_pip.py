@@ -3,7 +3,8 @@
 The host (rocmci/build.py) serves, on ROCMCI_FETCH_URL, a manifest.json naming:
   ca         an extra CA bundle (TLS-intercepting proxies), used for this pip run only unless ROCMCI_BAKE_CA=1;
   wheelhouse wheels for an offline install (`pip install --no-index --find-links`);
-  wheels     local wheel files that a matrix names as file:// URLs.
+  wheels     local wheel files that a matrix names as file:// URLs;
+  git        git bundles of the file:// aiter repositories a matrix names.
 Standard library only: this runs before anything is installed.
 """
 
@@ -51,6 +52,12 @@ def pip_args(base_url: str, manifest: dict, workdir: Path, args: list[str]) -> l
     return command
 
 
+def git_source(base_url: str, manifest: dict, url: str, dest: Path) -> str:
+    """Where to clone `url` from: a file:// repository of the host arrives as a git bundle, other URLs as they are."""
+    served = manifest.get("git", {}).get(url)
+    return str(download(base_url, served, dest)) if served else url
+
+
 def bake_ca(base_url: str, manifest: dict) -> None:
     if os.environ.get("ROCMCI_BAKE_CA") != "1" or not manifest.get("ca"):
         return
@@ -65,8 +72,11 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--bake-ca-if-asked"]:
         bake_ca(base_url, manifest)
         return 0
+    if argv[:1] == ["git-source"] and len(argv) == 3:
+        print(git_source(base_url, manifest, argv[1], Path(argv[2])))
+        return 0
     if argv[:1] != ["install"]:
-        print("usage: rocmci_pip.py install ARGS... | --bake-ca-if-asked", file=sys.stderr)
+        print("usage: rocmci_pip.py install ARGS... | git-source URL DIR | --bake-ca-if-asked", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="rocmci-pip-") as tmp:
         command = pip_args(base_url, manifest, Path(tmp), argv)

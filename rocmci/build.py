@@ -219,6 +219,9 @@ def file_server(options: BuildOptions, entries: list[Entry]) -> Iterator[FileSer
             for url, path in local.items():
                 os.symlink(path, root / "wheels" / path.name)
                 manifest["wheels"][url] = f"wheels/{path.name}"
+        git = _local_git_bundles(entries, root)
+        if git:
+            manifest["git"] = git
         if not manifest:
             yield FileServer(root=root, port=0, manifest=manifest)
             return
@@ -264,6 +267,26 @@ def _local_wheels(entries: list[Entry]) -> dict[str, Path]:
                 raise BuildError(f"{entry.id}: aiter wheel {url} does not exist")
             wheels[url] = path.resolve()
     return wheels
+
+
+def _local_git_bundles(entries: list[Entry], root: Path) -> dict[str, str]:
+    """file:// aiter repositories, served to the build as git bundles of every branch and tag (install_aiter.sh
+    clones from the bundle: the build cannot see the host's files)."""
+    served: dict[str, str] = {}
+    for entry in entries:
+        source = entry.stack.aiter.git
+        if source is None or not source.repo.startswith("file://") or source.repo in served:
+            continue
+        if shutil.which("git") is None:
+            raise BuildError(f"{entry.id}: the aiter repository {source.repo} is local, and git is not installed to bundle it")
+        name = f"git/{len(served)}-{Path(source.repo).name}.bundle"
+        (root / "git").mkdir(exist_ok=True)
+        command = ["git", "-C", source.repo.removeprefix("file://"), "bundle", "create", str(root / name), "--all"]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BuildError(f"{entry.id}: cannot bundle the aiter repository {source.repo}: {result.stderr.strip()}")
+        served[source.repo] = name
+    return served
 
 
 # ---------------------------------------------------------------- backends
@@ -499,6 +522,8 @@ def fill_wheelhouse(
         requirements = [f"torch=={entry.stack.torch.version}", "packaging"]
         if entry.stack.aiter.pypi:
             requirements.append(f"amd-aiter=={entry.stack.aiter.pypi}")
+        if entry.stack.aiter.git:  # what install_aiter.sh installs to build aiter from source
+            requirements += ["ninja", "pybind11", "setuptools", "setuptools-scm", "wheel"]
         command = [
             sys.executable,
             "-m",

@@ -251,21 +251,43 @@ def clean(keep: str | int | None, stop_timeout: str | None, entry: str | None, d
 
 
 @reports_errors
-def publish(file: str | None, gpu: str | None, entry: str | None, registry: str | None, reports_dir: str) -> None:
+def publish(
+    file: str | None,
+    gpu: str | None,
+    entry: str | None,
+    registry: str | None,
+    reports_dir: str,
+    sign: bool = False,
+    key: str | None = None,
+) -> None:
     from rocmci import registry as oci
 
     plan, entries = _for_gpu(file, gpu, entry)
+    hooks = _publish_hooks(plan, sign, key)
     items = oci.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
-    results = oci.publish(items, repository_for(plan, registry))
+    results = oci.publish(items, repository_for(plan, registry), hooks=hooks)
     _record_digests(Path(reports_dir), results)
     rows = [(r.entry_id, r.status, r.verdict or "-", _moved(r), r.reference or r.reason) for r in results]
     print("\n" + table(("entry", "status", "verdict", "validated tags moved", "reference"), rows))
+    for r in results:
+        if r.reason and r.reason.startswith("regression"):
+            print(f"{r.entry_id}: {r.reason}")
     if any(not r.ok for r in results):
         raise TaskFailed(1)
 
 
 def _moved(result) -> str:
     return ", ".join(result.moved_tags) or f"{result.validated_tag} not moved"
+
+
+def _publish_hooks(plan: Plan, sign: bool, key: str | None):
+    """The regression gate always; cosign signing with --sign (a key, else keyless through the CI's OIDC identity)."""
+    from rocmci.attest import AttestError, PublishHooks, Signer
+    from rocmci.history import RegressionGate
+
+    if key and not sign:
+        raise AttestError("--key: only with --sign")
+    return PublishHooks(signer=Signer(key) if sign else None, gate=RegressionGate.from_plan(plan))
 
 
 def _record_digests(reports: Path, results: list) -> None:
@@ -283,6 +305,10 @@ def pull(
     registry: str | None,
     lock: str | None,
     stack: str | None = None,
+    verify: bool = False,
+    key: str | None = None,
+    identity: str | None = None,
+    issuer: str | None = None,
 ) -> None:
     from rocmci.lock import pull_and_lock
 
@@ -290,16 +316,66 @@ def pull(
     if stack is not None and stack not in plan.matrix.stacks:
         known = ", ".join(sorted(plan.matrix.stacks))
         raise RocmciError(f"{plan.source}: --stack: unknown stack {stack!r} (known: {known})")
+    repository = repository_for(plan, registry)
+    verifier = None
+    if verify or key or identity or issuer:
+        from rocmci.attest import AttestError, Identity, PullVerifier
+
+        if not verify:
+            raise AttestError("--key/--identity/--issuer: only with --verify")
+        verifier = PullVerifier(repository, gpu, Identity(key, identity, issuer))
     result, _lock = pull_and_lock(
-        repository_for(plan, registry),
+        repository,
         gpu,
         torch=torch,
         aiter=aiter,
         lock_file=Path(lock) if lock else None,
+        verifier=verifier,
         stack=stack,
         build_prefixes=(plan.matrix.targets[gpu].gfx or "cpu",),
     )
+    if result.attestation:
+        print(f"verified: {result.attestation['predicateType']} {result.attestation['digest']}", file=sys.stderr)
     print(result.reference)
+
+
+@reports_errors
+def history(file: str | None, gpu: str | None, registry: str | None, reports_dir: str, as_json: bool = False) -> None:
+    from rocmci import history as hist
+
+    plan, _entries = _for_gpu(file, gpu, None)
+    found = hist.collect(repository_for(plan, registry), gpu, log=lambda line: print(line, file=sys.stderr))
+    path = hist.write(found, Path(reports_dir))
+    if as_json:
+        print(json.dumps(found.model_dump(by_alias=True), indent=2))
+        return
+    print("\n" + table(hist.TABLE_HEADERS, hist.table_rows(found)))
+    print("\n" + table(hist.PIN_HEADERS, hist.pin_rows(found)))
+    print(f"\n{len(found.rows)} reports on {gpu}; {path} (invoke report adds its plot to index.html)")
+
+
+def _write_history(repository: str, gpu: str, reports: Path, log: Callable[[str], None]) -> None:
+    """The pipeline's history-<gpu>.json for the report's history plot; a registry that cannot be read for it costs
+    the plot, never the published results."""
+    from rocmci import history as hist
+
+    try:
+        hist.write(hist.collect(repository, gpu), reports)
+    except RocmciError as exc:
+        log(f"no history plot: {exc}")
+
+
+@reports_errors
+def policy(file: str | None, gpu: str | None, output: str | None) -> None:
+    from rocmci.attest import admission_policy, predicate_type
+
+    _for_gpu(file, gpu, None)
+    text = admission_policy(gpu)
+    if output:
+        Path(output).write_text(text)
+        print(f"{output}: cosign verify-attestation --type {predicate_type(gpu, 'pass')} --policy {output} ...", file=sys.stderr)
+    else:
+        print(text, end="")
 
 
 @reports_errors
@@ -334,8 +410,12 @@ def pipeline(
     published = {}
     if publish_images and runnable:
         items = oci.publish_items(runnable, reports, local_repository=plan.repository)
-        published = {r.entry_id: r for r in oci.publish(items, repository, log=lambda line: progress.line("publish", line))}
+        hooks = _publish_hooks(plan, sign=False, key=None)  # the regression gate (issue 14)
+        published = {
+            r.entry_id: r for r in oci.publish(items, repository, log=lambda line: progress.line("publish", line), hooks=hooks)
+        }
         _record_digests(reports, list(published.values()))
+        _write_history(repository, gpu, reports, lambda line: progress.line("history", line))
         paths = compat.write_all(reports, [e.summary() for e in entries])  # again, now with the pushed digests
     compat.append_step_summary(paths.compat_md.read_text())
     rows = []

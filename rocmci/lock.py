@@ -47,6 +47,15 @@ class LockedReport(_Strict):
     scope: Scope
 
 
+class LockedAttestation(_Strict):
+    """The signed attestation `pull --verify` accepted (rocmci.attest): its DSSE envelope's digest and type."""
+
+    digest: Digest
+    predicate_type: str = Field(alias="predicateType")
+    signer: str
+    format: Literal["dsse"]
+
+
 class Lock(_Strict):
     lock_schema: Literal["rocmci.lock/v2"] = Field(alias="schema")
     repository: str
@@ -56,6 +65,7 @@ class Lock(_Strict):
     tags: list[str]
     pins: dict[str, str | None]
     report: LockedReport
+    attestation: LockedAttestation | None = None
 
     @property
     def scope_words(self) -> str:
@@ -133,6 +143,8 @@ def check_lock_destination(path: Path) -> None:
 def write_lock(lock: Lock, path: Path) -> None:
     """JSON (YAML when the file ends in .yaml/.yml), written whole or not at all."""
     data = lock.model_dump(by_alias=True)
+    if data["attestation"] is None:  # an unverified pull's lock has no attestation key at all
+        del data["attestation"]
     text = (
         yaml.safe_dump(data, sort_keys=False)
         if path.suffix in {".yaml", ".yml"}

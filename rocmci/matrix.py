@@ -104,13 +104,15 @@ TorchVersion = _text(
 )
 IndexUrl = _text(r"(https?|file)://\S+", "a wheel index URL such as https://download.pytorch.org/whl/rocm7.2")
 GitUrl = _text(r"(https://|ssh://|file://|git@)\S+", "a git URL such as https://github.com/ROCm/aiter")
-# A release tag only: the build gate compares the installed amd-aiter version with it, which a branch or a commit
-# cannot give, and `git clone --branch` takes tags and branches, not commits.
+# A release tag (the build gate compares the installed amd-aiter version with it) or a full commit hash (the gate
+# compares the `+g<hash>` that setuptools_scm writes into aiter's version). A branch moves, so it pins nothing.
+FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 GitRef = _text(
-    r"v?[0-9][A-Za-z0-9_.+-]*",
-    "a release tag of aiter such as v0.1.20 (branches and commits have no version to pin)",
-    lambda ref: _is_pep440(ref.removeprefix("v")),
+    r"v?[0-9][A-Za-z0-9_.+-]*|[0-9a-f]{40}",
+    "a release tag of aiter such as v0.1.20 or a full 40-hex commit hash (a branch pins nothing)",
+    lambda ref: FULL_COMMIT.fullmatch(ref) is not None or _is_pep440(ref.removeprefix("v")),
 )
+TritonVersion = _text(r"[0-9]+\.[0-9]+\.[0-9]+", "a Triton release such as 3.7.0")
 PypiVersion = _text(r"\S+", "an amd-aiter version on PyPI (PEP 440) such as 0.1.7.post2.dev18", _is_pep440)
 WheelUrl = _text(
     r"(https?|file)://\S*/[A-Za-z0-9_.]+-[^-/\s]+(-[^-/\s]+)?-[^-/\s]+-[^-/\s]+-[^-/\s]+\.whl",
@@ -142,6 +144,9 @@ class DevicePolicy(_Model):
 class Gates(_Model):
     k_norm_max_kernels: int = Field(default=1, ge=1, description="a whole number of kernels, at least 1")
     k_norm_min_speedup: float = Field(default=2.0, gt=0, description="a speedup factor such as 2.0")
+    prefill_min_ceiling_frac: float = Field(
+        default=0.4, gt=0, le=1, description="a fraction of the measured copy ceiling, above 0 and at most 1, such as 0.4"
+    )
 
 
 class Target(_Model):
@@ -153,6 +158,9 @@ class Target(_Model):
     runs_on: list[str] = Field(min_length=1, description="a list of runner labels such as [self-hosted, linux, mi355x]")
     device_policy: DevicePolicy = Field(default_factory=DevicePolicy)
     gates: Gates | None = None
+    max_regression_pct: float = Field(
+        default=5.0, ge=0, le=100, description="the largest fused-kernel slowdown in percent a promotion accepts, such as 5"
+    )
     _name: str = PrivateAttr(default="")
 
     @property
@@ -197,6 +205,15 @@ class GitSource(_Model):
     repo: GitUrl
     ref: GitRef
 
+    @property
+    def commit(self) -> str | None:
+        """The pinned commit when `ref` is a commit hash, else None (a tag)."""
+        return self.ref if FULL_COMMIT.fullmatch(self.ref) else None
+
+
+class TritonFromAiter(_Model):
+    aiter: TritonVersion = Field(description="the Triton version aiter's source build installs, such as 3.7.0")
+
 
 class AiterSource(_Model):
     pypi: PypiVersion | None = None
@@ -239,6 +256,8 @@ class AiterSource(_Model):
 
     @property
     def version(self) -> Version | None:
+        if self.git and self.git.commit:
+            return None
         try:
             return Version(self.label)
         except InvalidVersion:
@@ -256,8 +275,19 @@ class Stack(_Model):
     python: PythonVersion
     torch: TorchPin
     aiter: AiterSource
+    # "torch": keep the Triton the torch index installs with torch (aiter's build runs with AITER_USE_SYSTEM_TRITON=1);
+    # {aiter: X}: let aiter's source build replace it with triton X. The build gate checks the outcome either way.
+    triton: Literal["torch"] | TritonFromAiter = Field(
+        default="torch", description="\"torch\" (keep the torch index's Triton) or {aiter: VERSION} (aiter's build installs it)"
+    )
     fixture: bool = False
     _name: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _triton_from_a_source_build(self) -> Stack:
+        if isinstance(self.triton, TritonFromAiter) and self.aiter.git is None:
+            raise ValueError("triton: {aiter: ...} needs a git aiter source: only aiter's source build installs Triton")
+        return self
 
     @property
     def name(self) -> str:
@@ -728,6 +758,9 @@ def _expected_for(error: Any) -> str | None:
     if kind in {"greater_than", "greater_than_equal"}:
         bound = ctx.get("gt", ctx.get("ge"))
         return f"a number {'greater than' if kind == 'greater_than' else 'at least'} {bound:g}"
+    if kind in {"less_than", "less_than_equal"}:
+        bound = ctx.get("lt", ctx.get("le"))
+        return f"a number {'less than' if kind == 'less_than' else 'at most'} {bound:g}"
     if kind == "finite_number":
         return "a finite number"
     if kind in _TYPE_WORDS or kind == "model_type":
@@ -1108,6 +1141,10 @@ def build_args_for(target: Target, stack: Stack) -> dict[str, str]:
         "AITER_SOURCE": stack.aiter.kind,
         "AITER_SPEC": stack.aiter.spec,
         "AITER_VERSION": stack.aiter.label,
+        "AITER_COMMIT": (stack.aiter.git and stack.aiter.git.commit) or "",
+        "AITER_USE_SYSTEM_TRITON": "1" if stack.triton == "torch" else "0",
+        "TRITON_SOURCE": "torch" if stack.triton == "torch" else "aiter",
+        "TRITON_VERSION": "" if isinstance(stack.triton, str) else stack.triton.aiter,
         "GPU_ARCHS": target.gfx or "",
         "PREBUILD_KERNELS": "1" if stack.aiter.prebuilt_kernels else "0",
         "ROCMCI_TARGET": target.gfx or "cpu",

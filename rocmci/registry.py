@@ -41,6 +41,7 @@ from rocmci.matrix import validated_tag_for as validated_tag
 if TYPE_CHECKING:
     import docker
 
+    from rocmci.attest import PublishHooks, PullVerifier
     from rocmci.matrix import Entry
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -1090,6 +1091,7 @@ class PublishResult:
     moved: bool = False
     reason: str = ""
     moved_tags: tuple[str, ...] = ()  # every validated tag this publish moved (stack tag, GPU tag)
+    attestation: str | None = None  # the predicate type signed (publish --sign)
 
     @property
     def ok(self) -> bool:
@@ -1279,6 +1281,7 @@ def publish_one(
     store: str,
     documents_for: DocumentsFor,
     log: Log,
+    hooks: PublishHooks | None = None,
 ) -> PublishResult:
     """Push (unless the content tag already names the image), verify, attach the report, move the validated tags
     (`<gpu>-<stack>-validated`, then `<gpu>-validated`). Entries that share a build publish one image: the first
@@ -1294,9 +1297,14 @@ def publish_one(
         manifest = _push_verified(engine, client, checked, repository, store, log)
     reference = f"{repository}@{manifest.digest}"
     docs = as_documents(documents_for(item, manifest.digest, repository, format_time(publisher_time(client, log))))
+    blocked = None
+    if hooks:  # rocmci.history's regression gate: the comparison goes into the record (issue 14)
+        docs, blocked = hooks.before_attach(client, name, item.gpu, manifest.digest, docs, log)
     log(f"{prefix} attaching report ({docs.verdict}) to {reference}")
     artifact = attach_report(repository, manifest.descriptor, docs, client=client)
     base |= {"reference": reference, "verdict": docs.verdict, "report_digest": artifact.digest}
+    if hooks:  # rocmci.attest: the record as a signed in-toto attestation, before any tag moves (issue 14)
+        base["attestation"] = hooks.after_attach(reference, docs, log)
     wrong_stack = item.stack is not None and docs.entry.get("stack") != item.stack
     if docs.verdict != "pass" or docs.entry.get("gpu") != item.gpu or wrong_stack:
         why = (
@@ -1308,6 +1316,9 @@ def publish_one(
         reason = f"{why}{': ' + reasons if reasons else ''}: {base['validated_tag']} not moved"
         log(f"{prefix} {reason}")
         return PublishResult(status="published", moved=False, reason=reason, **base)
+    if blocked:
+        log(f"{prefix} {blocked}")
+        return PublishResult(status="published", moved=False, reason=blocked, **base)
     report = read_report(client, name, manifest.digest, artifact)
     moves = []
     for stack in ([item.stack] if item.stack else []) + [None]:
@@ -1336,6 +1347,7 @@ def publish(
     client: RegistryClient | None = None,
     insecure: bool | None = None,
     log: Log = print,
+    hooks: PublishHooks | None = None,
 ) -> list[PublishResult]:
     """Check every item (image, content tag, evidence) first, then push each by digest, verify that what landed
     is the validated image, attach its report, and move `<gpu>-validated` for passing reports only.
@@ -1374,7 +1386,7 @@ def publish(
             client,
             log,
             lambda ready=ready: publish_one(
-                ready, repository, engine=engine, client=client, store=store, documents_for=documents_for, log=log
+                ready, repository, engine=engine, client=client, store=store, documents_for=documents_for, log=log, hooks=hooks
             ),
         )
     return [results[index] for index in range(len(items))]
@@ -1416,6 +1428,7 @@ class PullResult:
     report_time: str
     image_id: str | None = None
     rejected: tuple[str, ...] = ()
+    attestation: Mapping[str, Any] | None = None  # the verified signed attestation (pull --verify)
 
     def lock(self) -> dict[str, Any]:
         pins = {
@@ -1435,7 +1448,7 @@ class PullResult:
                 "report_time": self.report_time,
                 "verdict": "pass",
             },
-        }
+        } | ({"attestation": dict(self.attestation)} if self.attestation else {})
 
 
 def _pin_matches(have: Any, want: str | None) -> bool:
@@ -1470,6 +1483,7 @@ def find_validated(
     build_prefixes: Sequence[str] = (),
     client: RegistryClient | None = None,
     insecure: bool | None = None,
+    accept: Callable[[str, Mapping[str, Any]], str | None] | None = None,
 ) -> tuple[PullResult, list[str]]:
     """The newest (by report time) image of `gpu` (and `stack`) whose verified report passed and matches the pins;
     no pull. Candidates: tags starting with `<gpu>-` (its validated tags) and with each of `build_prefixes` (content
@@ -1492,6 +1506,8 @@ def find_validated(
             notes.append(f"{where}: no report attached")
         for report in reports:
             problem = _candidate_problem(report, gpu, torch, aiter, stack) or ahead_of_registry(report, bound)
+            if problem is None and accept is not None:  # rocmci.attest.PullVerifier: only signed reports (issue 14)
+                problem = accept(digest, report.documents.record)
             if problem:
                 notes.append(f"{where}: {problem}")
             elif best is None or report_order(report) > report_order(best):
@@ -1526,11 +1542,16 @@ def pull(
     client: RegistryClient | None = None,
     insecure: bool | None = None,
     log: Log = _stderr,
+    verifier: PullVerifier | None = None,
 ) -> PullResult:
     """Find the newest validated image for `gpu` (and stack, pins) and pull it by digest (rocmci.lock writes lock files)."""
     split_repository(repository)
     client = client or client_for(repository, insecure)[0]
-    found, notes = find_validated(repository, gpu, torch, aiter, stack=stack, build_prefixes=build_prefixes, client=client)
+    found, notes = find_validated(
+        repository, gpu, torch, aiter, stack=stack, build_prefixes=build_prefixes, client=client, accept=verifier
+    )
+    if verifier:
+        found = replace(found, attestation=verifier.lock_entry(found.digest))
     for note in notes:
         if "rejected" in note or "not trusted" in note:
             log(f"pull: {note}")

@@ -164,6 +164,7 @@ class SmokeCase(_Doc):
     kernels_per_call: float | None = None
     bandwidth_gbs: float | None = None
     bandwidth_frac: float | None = None
+    bandwidth_ceiling_frac: float | None = None
     speedup_vs_torch_upcast: float | None = None
     spread_pct: float | None = None
     profiler_kernel_us: float | None = None
@@ -204,6 +205,7 @@ class SmokeDoc(_Doc):
     device: SmokeDevice = Field(default_factory=SmokeDevice)
     versions: dict[str, Any] = Field(default_factory=dict)
     peak_bandwidth_gbs: float | None = None
+    copy_ceiling_gbs: float | None = None
     tolerances: dict[str, Any] = Field(default_factory=dict)
     cases: list[SmokeCase] = Field(default_factory=list)
     gates: list[Gate] = Field(default_factory=list)
@@ -763,6 +765,7 @@ class CompatReport:
     generated_at: str
     rocmci_version: str
     entries: list[EntryReport]
+    history_html: list[str] = field(default_factory=list)  # from `invoke history` (rocmci.history.html_sections)
 
     def counts(self) -> dict[str, int]:
         counts = {name: 0 for name in VERDICT_ORDER}
@@ -1152,6 +1155,7 @@ def _case_figures(case: SmokeCase) -> str:
         "kernels_per_call": case.kernels_per_call,
         "bandwidth_gbs": case.bandwidth_gbs,
         "bandwidth_frac": case.bandwidth_frac,
+        "bandwidth_ceiling_frac": case.bandwidth_ceiling_frac,
         "speedup_vs_torch_upcast": case.speedup_vs_torch_upcast,
         "max_abs_err": case.max_abs_err,
         "mismatch_frac": case.mismatch_frac,
@@ -1373,23 +1377,37 @@ def _case_group(case: SmokeCase) -> tuple[str, str]:
     return head, f"{case.shape}" + (" strided" if case.layout != "contiguous" and case.kind != "strided" else "")
 
 
-def bandwidth_plot(smoke: SmokeDoc, peak_gbs: float | None) -> str:
+def _fraction_plot(smoke: SmokeDoc, frac_of: Callable[[SmokeCase], float | None], title: str, y_label: str, empty: str) -> str:
+    """One bar per implementation and case group: a bandwidth fraction in percent."""
     groups: dict[tuple[str, str], list[tuple[str, float]]] = {}
     for case in smoke.cases:
-        frac = _bandwidth_frac(case, smoke, peak_gbs)
+        frac = frac_of(case)
         if frac is not None and case.status in ("pass", "fail"):
             groups.setdefault(_case_group(case), []).append((case.impl, frac))
-    peak = smoke.peak_bandwidth_gbs or peak_gbs
-    title = "bandwidth, fraction of peak" + (f" ({peak / 1000:g} TB/s)" if peak else "")
     if not groups:
-        return _empty_plot(title, "no bandwidth figures (a CPU-only run has no GPU peak to compare with)", 700)
+        return _empty_plot(title, empty, 700)
     return svg_bar_plot(
         [(list(key), bars) for key, bars in groups.items()],
         title=title,
-        y_label="% of peak HBM bandwidth",
+        y_label=y_label,
         y_format=lambda v: f"{v * 100:.3g}%",
         min_top=0.1,
     )
+
+
+def bandwidth_plot(smoke: SmokeDoc, peak_gbs: float | None) -> str:
+    peak = smoke.peak_bandwidth_gbs or peak_gbs
+    title = "bandwidth, fraction of peak" + (f" ({peak / 1000:g} TB/s)" if peak else "")
+    empty = "no bandwidth figures (a CPU-only run has no GPU peak to compare with)"
+    return _fraction_plot(smoke, lambda case: _bandwidth_frac(case, smoke, peak_gbs), title, "% of peak HBM bandwidth", empty)
+
+
+def ceiling_plot(smoke: SmokeDoc) -> str:
+    """Bandwidth as a fraction of the device-to-device copy ceiling the smoke test measured in the same run."""
+    ceiling = smoke.copy_ceiling_gbs
+    title = "bandwidth, fraction of the measured copy ceiling" + (f" ({ceiling / 1000:.3g} TB/s)" if ceiling else "")
+    empty = "no copy ceiling measured (it needs a GPU)"
+    return _fraction_plot(smoke, lambda case: case.bandwidth_ceiling_frac, title, "% of measured copy bandwidth", empty)
 
 
 def overview_plot(report: CompatReport) -> str | None:
@@ -1621,7 +1639,8 @@ def _entry_card(item: EntryReport) -> str:
     parts.append(f'<div class="facts">{_dl(pins)}{_dl(run)}</div>')
     peak = entry.get("peak_bandwidth_gbs")
     if ev.smoke is not None:
-        parts.append(f'<div class="plots">{latency_plot(ev.smoke)}{bandwidth_plot(ev.smoke, peak)}</div>')
+        plots = latency_plot(ev.smoke) + bandwidth_plot(ev.smoke, peak) + ceiling_plot(ev.smoke)
+        parts.append(f'<div class="plots">{plots}</div>')
         counts = {s: sum(1 for c in ev.smoke.cases if c.status == s) for s in ("pass", "fail", "error", "skipped")}
         summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         parts.append(
@@ -1684,6 +1703,7 @@ def render_html(report: CompatReport) -> str:
     if not_run:
         items = "".join(f'<li id="{_slug(i.id)}"><b>{_h(i.id)}</b>: {_h("; ".join(i.verdict.reasons))}</li>' for i in not_run)
         body.append(f'<h2>Not run ({len(not_run)})</h2><ul class="reasons">{items}</ul>')
+    body.extend(report.history_html)  # rocmci.history's plots (issue 14)
     body.append(
         "<footer>Self-contained page: no scripts, no external resources. Verdicts come from rocmci.report.verdict_for over "
         "reports/&lt;entry&gt;/result.json, probe.json and smoke.json; compat.json holds the same data.</footer></main>"
@@ -1750,6 +1770,9 @@ def write_all(reports_dir: Path, entries: list[dict[str, Any]], generated_at: st
     reports_dir = Path(reports_dir)
     compat_json = reports_dir / "compat.json"
     report = collect(reports_dir, entries, generated_at)
+    from rocmci.history import html_sections  # lazy: history reads the registry's reports (issue 14)
+
+    report.history_html = html_sections(reports_dir)
     documents = {
         reports_dir / "compat.md": render_markdown(report),
         reports_dir / "junit.xml": render_junit(report),

@@ -192,6 +192,8 @@ def smoke_command(entry: Entry, target: Target) -> list[str]:
         str(entry.gates.k_norm_max_kernels),
         "--gate-min-speedup",
         str(entry.gates.k_norm_min_speedup),
+        "--gate-min-ceiling-frac",
+        str(entry.gates.prefill_min_ceiling_frac),
     ]
     if target.peak_bandwidth_tbs:
         command += ["--peak-bandwidth-gbs", str(target.peak_bandwidth_tbs * 1000)]

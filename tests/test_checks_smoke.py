@@ -37,6 +37,7 @@ CASE_KEYS = {
     "kernels_per_call",
     "bandwidth_gbs",
     "bandwidth_frac",
+    "bandwidth_ceiling_frac",
     "speedup_vs_torch_upcast",
     "spread_pct",
     "profiler_kernel_us",
@@ -60,11 +61,12 @@ def assert_smoke_contract(doc: dict[str, Any]) -> None:
     assert set(doc["device"]) >= {"type", "name", "hip", "gfx"} and doc["device"]["type"] in {"cuda", "cpu"}
     for dtype in ("bfloat16", "float16"):
         assert set(doc["tolerances"][dtype]) == {"atol", "rtol", "max_mismatch_frac"}
-    assert "peak_bandwidth_gbs" in doc and isinstance(doc["wall_s"], float)
+    assert "peak_bandwidth_gbs" in doc and "copy_ceiling_gbs" in doc and isinstance(doc["wall_s"], float)
     for case in doc["cases"]:
         assert set(case) >= CASE_KEYS
         assert case["status"] in {"pass", "fail", "skipped", "error"}
-        assert case["kind"] in {"k_norm", "hidden", "strided", "param-trap"} and case["layout"] in {"contiguous", "strided"}
+        assert case["kind"] in {"k_norm", "hidden", "strided", "param-trap", "prefill"}
+        assert case["layout"] in {"contiguous", "strided"}
     for gate in doc["gates"]:
         assert set(gate) >= {"name", "passed", "detail"} and isinstance(gate["passed"], bool)
     for skip in doc["skipped"]:
@@ -103,6 +105,8 @@ def test_cpu_only_run_passes_and_claims_nothing_for_the_gpu() -> None:
         "1",
         "--gate-min-speedup",
         "2",
+        "--gate-min-ceiling-frac",
+        "0.4",
     ]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
@@ -117,13 +121,20 @@ def test_cpu_only_run_passes_and_claims_nothing_for_the_gpu() -> None:
     skipped = {s["what"]: s["reason"] for s in doc["skipped"]}
     assert "need an AMD GPU" in skipped["impl aiter-ck"]
     assert {"impl aiter-triton", "performance", "gates"} <= set(skipped)
+    assert "16384x8192" in skipped["prefill shapes"] and doc["copy_ceiling_gbs"] is None
+    assert all(c["bandwidth_ceiling_frac"] is None for c in doc["cases"])
     assert doc["gates"] == [] and doc["aiter_kernel_ran"] is False and "no aiter kernel ran" in doc["note"]
 
 
-def test_bad_arguments_exit_2_with_a_json_error(smoke: ModuleType, capfd: pytest.CaptureFixture[str]) -> None:
-    assert smoke.main(["--json", "--impl", "no-such-impl"]) == 2
+@pytest.mark.parametrize(
+    ("argv", "named"), [(["--impl", "no-such-impl"], "no-such-impl"), (["--gate-min-ceiling-frac", "1.5"], "ceiling-frac")]
+)
+def test_bad_arguments_exit_2_with_a_json_error(
+    smoke: ModuleType, capfd: pytest.CaptureFixture[str], argv: list[str], named: str
+) -> None:
+    assert smoke.main(["--json", *argv]) == 2
     doc = json.loads(capfd.readouterr().out)
-    assert doc["status"] == "error" and "no-such-impl" in doc["error"]
+    assert doc["status"] == "error" and named in doc["error"]
 
 
 # -------------------------------------------------------------- planted wrong implementations
@@ -257,6 +268,11 @@ def test_full_case_list_covers_the_issue_shapes(smoke: ModuleType) -> None:
     fused = smoke.Impl("x", forgets_bias, fused=True)
     specs = smoke.case_specs(False, fused)
     assert {s.tokens for s in specs if s.kind == "k_norm"} == {1, 7, 83, 1024, 8192}
+    prefill = {(s.tokens, s.hidden, s.dtype) for s in specs if s.kind == "prefill"}
+    assert prefill == {(t, h, "bfloat16") for t in (8192, 16384) for h in (7168, 8192)}
+    assert all(smoke.bytes_per_call(s) > 200e6 for s in specs if s.kind == "prefill")  # bandwidth-bound, not latency-bound
+    assert not any(s.kind == "prefill" for s in smoke.case_specs(False, fused, gpu=False))
+    assert [(s.tokens, s.hidden) for s in smoke.case_specs(True, fused) if s.kind == "prefill"] == [smoke.CEILING_GATE_SHAPE]
     assert {s.hidden for s in specs if s.kind == "hidden"} == {512, 1536, 4096, 5120, 5125, 7168, 8192, 16384}
     assert any(s.layout == "strided" for s in specs)
     assert {(s.dtype, s.param_dtype) for s in specs if s.kind == "param-trap"} == {("bfloat16", "float32")}
@@ -287,16 +303,119 @@ def test_profiled_graph_replays_give_kernels_time_and_span(smoke: ModuleType, mo
         FakeKinetoEvent("cuda_runtime", "cudaGraphLaunch", 0, 500),
         FakeKinetoEvent("cuda_sync", "Device Synchronize", 0, 99999),
     ]
-    fake_prof = SimpleNamespace(profiler=SimpleNamespace(kineto_results=SimpleNamespace(events=lambda: events)))
+    fake_prof = SimpleNamespace(kineto_results=SimpleNamespace(events=lambda: events))
+    asked: list[dict[str, Any]] = []
 
     @contextlib.contextmanager
-    def fake_profile(**_: Any) -> Iterator[Any]:
+    def fake_profile(**kwargs: Any) -> Iterator[Any]:
+        asked.append(kwargs)
         yield fake_prof
 
     replays: list[int] = []
-    monkeypatch.setattr(torch.profiler, "profile", fake_profile)
+    monkeypatch.setattr(torch.autograd.profiler, "profile", fake_profile)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     got = smoke.profile_replays(SimpleNamespace(replay=lambda: replays.append(1)), n_calls=16)
-    assert replays == [1]
+    assert replays == [1] and asked == [{"use_device": "cuda", "use_cpu": False, "use_kineto": True}]  # device work only
     assert got["kernels_per_call"] == 2 and got["profiler_kernel_us"] == pytest.approx(2.0)
     assert got["profiler_span_us"] == pytest.approx((31 * 1300 + 1000) / 16 / 1e3) and got["kernel_names"] == ["k0", "k1"]
+
+
+# -------------------------------------------------------------- copy ceiling, its gate, and where that gate ends up
+
+
+def prefill_case(impl: str, bandwidth_gbs: float | None) -> dict[str, Any]:
+    return {
+        "impl": impl,
+        "kind": "prefill",
+        "dtype": "bfloat16",
+        "param_dtype": "float32" if impl == "torch-upcast" else "bfloat16",
+        "tokens": 16384,
+        "hidden": 8192,
+        "layout": "contiguous",
+        "graph_us": 250.0 if bandwidth_gbs else None,
+        "kernels_per_call": 1,
+        "bandwidth_gbs": bandwidth_gbs,
+    }
+
+
+def ceiling_gates(smoke: ModuleType, cases: list[dict[str, Any]], ceiling_gbs: float | None) -> dict[str, dict[str, Any]]:
+    smoke.attach_speedups(cases, peak_gbs=4800.0, ceiling_gbs=ceiling_gbs)
+    gates = smoke.evaluate_gates(cases, ["aiter-triton", "aiter-ck"], None, None, min_ceiling_frac=0.4, ceiling_gbs=ceiling_gbs)
+    return {g["name"]: g for g in gates}
+
+
+def test_ceiling_gate_passes_a_fast_kernel_and_fails_a_slow_one(smoke: ModuleType) -> None:
+    cases = [prefill_case("aiter-triton", 2140.0), prefill_case("aiter-ck", 550.0), prefill_case("torch-upcast", 546.0)]
+    gates = ceiling_gates(smoke, cases, ceiling_gbs=4264.0)
+    fast, slow = gates["aiter-triton.bandwidth_ceiling_frac"], gates["aiter-ck.bandwidth_ceiling_frac"]
+    assert fast["passed"] and "0.502 of the measured copy ceiling 4264 GB/s" in fast["detail"] and "16384x8192" in fast["detail"]
+    assert not slow["passed"] and "550 GB/s = 0.129" in slow["detail"] and "(gate >= 0.4)" in slow["detail"]
+    assert cases[0]["bandwidth_ceiling_frac"] == round(2140 / 4264, 4) and cases[0]["bandwidth_frac"] == round(2140 / 4800, 4)
+    assert len(gates) == 2  # fused impls only: torch-upcast is the baseline, not gated
+
+
+def test_ceiling_gate_without_a_measurement_fails(smoke: ModuleType) -> None:
+    no_ceiling = ceiling_gates(smoke, [prefill_case("aiter-triton", 2140.0)], ceiling_gbs=None)
+    assert not no_ceiling["aiter-triton.bandwidth_ceiling_frac"]["passed"]
+    assert "copy ceiling not measured" in no_ceiling["aiter-triton.bandwidth_ceiling_frac"]["detail"]
+    no_case = ceiling_gates(smoke, [prefill_case("torch-upcast", 546.0)], ceiling_gbs=4264.0)
+    assert [g["passed"] for g in no_case.values()] == [False, False]
+    assert all("not measured" in g["detail"] for g in no_case.values())
+
+
+def test_a_failed_ceiling_gate_fails_the_verdict_and_is_plotted(smoke: ModuleType) -> None:
+    from rocmci.report import Evidence, SmokeDoc, ceiling_plot, judge
+
+    cases = [prefill_case("aiter-triton", 900.0), prefill_case("torch-upcast", 546.0)]
+    gates = ceiling_gates(smoke, cases, ceiling_gbs=4264.0)
+    for case in cases:
+        case["status"] = "pass"
+    doc = {
+        "schema": smoke.SCHEMA,
+        "status": "fail",
+        "scope": "gpu",
+        "device": {"type": "cuda", "name": "AMD Instinct MI300X", "hip": True, "gfx": "gfx942"},
+        "copy_ceiling_gbs": 4264.0,
+        "cases": cases,
+        "gates": list(gates.values()),
+    }
+    parsed = SmokeDoc.model_validate(json.loads(json.dumps(doc)))
+    verdict = judge(Evidence(entry_dir=Path("unused"), entry={"kind": "amd", "gfx": "gfx942"}, smoke=parsed))
+    assert verdict.verdict == "fail"
+    assert any(
+        r.startswith("smoke gate aiter-triton.bandwidth_ceiling_frac: aiter-triton at 16384x8192") for r in verdict.reasons
+    )
+    svg = ceiling_plot(parsed)
+    assert "fraction of the measured copy ceiling (4.26 TB/s)" in svg and svg.count("<rect") >= 3
+    assert "21.1%" in svg and "12.8%" in svg  # 900 and 546 GB/s of 4264
+    assert "no copy ceiling measured" in ceiling_plot(SmokeDoc.model_validate({**doc, "cases": [], "copy_ceiling_gbs": None}))
+
+
+def test_rotating_sets_defeat_the_infinity_cache_on_amd(smoke: ModuleType) -> None:
+    assert smoke.cache_bytes_to_defeat({"hip": False, "l2_bytes": 60 << 20}) == 60 << 20
+    assert smoke.cache_bytes_to_defeat({"hip": True, "l2_bytes": 4 << 20}) == 256 << 20  # MI300: 4 MB L2, 256 MB MALL
+    prefill = smoke.CaseSpec("prefill", "bfloat16", "bfloat16", 8192, 7168)
+    assert smoke.rotating_sets(prefill, 60 << 20) == 1 and smoke.rotating_sets(prefill, 256 << 20) == 3
+
+
+def test_jit_warm_up_calls_every_case_once_and_survives_failures(smoke: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    def signature(*tensors: torch.Tensor) -> tuple[Any, ...]:
+        return tuple((tuple(t.shape), t.stride(), t.dtype) for t in tensors)
+
+    specs = smoke.case_specs(False, smoke.Impl("jit", forgets_bias, fused=True), gpu=False)
+    real = set()
+    for spec in specs:  # what the cases themselves pass: warm-up inputs must specialize a JIT the same way
+        xs, w, b = smoke.make_inputs(spec, torch.device("cpu"))
+        real.add(signature(xs[0], w, b))
+    seen: list[tuple[Any, ...]] = []
+
+    def records(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+        seen.append(signature(x, w, b))
+        if x.shape[0] == 7:
+            raise RuntimeError("a case that fails reports itself when it runs")
+        return x
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    smoke.warm_up_jit(smoke.Impl("jit", records, fused=True, jit=True), specs, torch.device("cpu"))
+    assert len(seen) == len(specs) and set(seen) == real
+    assert seen[0][0][0] == (specs[0].tokens, specs[0].hidden)  # the first call ran first, alone

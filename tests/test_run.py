@@ -57,6 +57,7 @@ def test_check_commands_carry_the_pins_and_gates():
     smoke = smoke_command(amd, amd.target)
     assert smoke[smoke.index("--peak-bandwidth-gbs") + 1] == "8000.0"
     assert smoke[smoke.index("--gate-min-speedup") + 1] == "2.0"
+    assert smoke[smoke.index("--gate-min-ceiling-frac") + 1] == "0.4"
     assert "aiter-ck" in smoke[smoke.index("--impl") + 1]
     assert "--cpu-only" in probe_command(local) and "--cpu-only" in smoke_command(local, local.target)
 

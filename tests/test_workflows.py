@@ -162,7 +162,8 @@ def test_least_privilege_and_no_persisted_credentials(name: str) -> None:
     for job_name, job in doc["jobs"].items():
         perms = job.get("permissions")
         assert isinstance(perms, dict), f"{name}:{job_name} must declare its permissions"
-        allowed = {"contents": "read", "packages": "write"} if job_name == "publish" else {"contents": "read"}
+        publish = {"contents": "read", "packages": "write", "id-token": "write"}  # id-token: keyless cosign signing
+        allowed = publish if job_name == "publish" else {"contents": "read"}
         assert perms == allowed, f"{name}:{job_name} permissions {perms} (expected {allowed})"
     for job_name, step in steps_of(doc):
         if str(step.get("uses", "")).startswith("actions/checkout@"):
