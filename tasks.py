@@ -255,3 +255,101 @@ def pipeline(c, gpu=None, entry=None, registry=None, wheelhouse=None, ca_cert="a
         reports_dir=reports,
         publish_images=publish,
     )
+
+
+@task(
+    help={
+        "gpu": GPU,
+        "stack": "the stack whose pin is bisected",
+        "aiter": "GOOD..BAD aiter pins (versions on the stack's index, or git release tags)",
+        "torch": "GOOD..BAD torch versions on the stack's torch index",
+        "bad_if": "what is bad: verdict (default), a finding code such as aiter.symbol.missing, or gate:NAME",
+        "pre": "also try pre-releases and dev releases between GOOD and BAD",
+        "commits": "git pins: every first-parent commit from GOOD to BAD (GOOD and BAD: tags, branches or commits)",
+        "registry": REGISTRY,
+        "ca_cert": "extra CA bundle for the index and builds: auto, a path, or none",
+        "wheelhouse": "install from this wheelhouse, offline (a pypi pin without index: takes its candidates from it)",
+        "backend": "auto, sdk or bake",
+        "reports": "reports directory (the bisect writes reports/bisect/<gpu>-<stack>-<axis>/)",
+        "file": FILE,
+    }
+)
+def bisect(
+    c,
+    gpu,
+    stack,
+    aiter=None,
+    torch=None,
+    bad_if="verdict",
+    pre=False,
+    registry=None,
+    ca_cert="auto",
+    wheelhouse=None,
+    backend="auto",
+    reports="reports",
+    commits=False,
+    file=None,
+):
+    """Find the first bad aiter or torch pin of a stack between a good and a bad one (resumes from its log)."""
+    _call(
+        cli.bisect,
+        file=file,
+        gpu=gpu,
+        stack=stack,
+        aiter=aiter,
+        torch=torch,
+        bad_if=bad_if,
+        pre=pre,
+        registry=registry,
+        ca_cert=ca_cert,
+        wheelhouse=wheelhouse,
+        backend=backend,
+        reports_dir=reports,
+        commits=commits,
+    )
+
+
+@task(
+    help={
+        "gpu": GPU,
+        "stack": "one stack (default: every stack of the GPU target)",
+        "tries": "aiter releases to try per stack, newest first, until one passes",
+        "pre": "also consider pre-releases and dev releases",
+        "registry": REGISTRY,
+        "ca_cert": "extra CA bundle for the index and builds: auto, a path, or none",
+        "wheelhouse": "install from this wheelhouse, offline",
+        "backend": "auto, sdk or bake",
+        "out": "where matrix.patch, pr-body.md and bump.json go",
+        "canary": "try the head of this upstream aiter branch instead of releases (git pins of ROCm/aiter only)",
+        "file": FILE,
+    }
+)
+def bump(
+    c,
+    gpu,
+    stack=None,
+    tries=3,
+    pre=False,
+    registry=None,
+    ca_cert="auto",
+    wheelhouse=None,
+    backend="auto",
+    out="reports/bump",
+    canary=None,
+    file=None,
+):
+    """Propose the newest aiter and torch pins that pass: a matrix.yaml patch and a pull-request body."""
+    _call(
+        cli.bump,
+        file=file,
+        gpu=gpu,
+        stack=stack,
+        tries=tries,
+        pre=pre,
+        registry=registry,
+        ca_cert=ca_cert,
+        wheelhouse=wheelhouse,
+        backend=backend,
+        out=out,
+        canary=canary,
+    )

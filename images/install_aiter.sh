@@ -15,7 +15,7 @@ record() {
 case "$AITER_SOURCE" in
   pypi)
     # amd-aiter 0.1.7.post2.dev18 imports `packaging` without declaring it.
-    pip_install "amd-aiter==${AITER_SPEC}" packaging
+    pip_install ${AITER_INDEX_URL:+--online-index "$AITER_INDEX_URL"} "amd-aiter==${AITER_SPEC}" packaging
     record "" ""
     ;;
   wheel)

@@ -38,6 +38,12 @@ def download(base_url: str, name: str, dest: Path) -> Path:
 
 def pip_args(base_url: str, manifest: dict, workdir: Path, args: list[str]) -> list[str]:
     command = [sys.executable, "-m", "pip", "install", "--no-cache-dir"]
+    # `--online-index URL`: an index the build reaches even beside a wheelhouse (a pypi pin's own `index:`).
+    online_index = args[args.index("--online-index") + 1] if "--online-index" in args else ""
+    if online_index:
+        at = args.index("--online-index")
+        args = args[:at] + args[at + 2 :]
+        command += ["--index-url", online_index]
     if manifest.get("ca"):
         command += ["--cert", str(download(base_url, manifest["ca"], workdir))]
     if manifest.get("wheelhouse"):
@@ -45,7 +51,7 @@ def pip_args(base_url: str, manifest: dict, workdir: Path, args: list[str]) -> l
         house.mkdir()
         for name in manifest["wheelhouse"]:
             download(base_url, name, house)
-        command += ["--no-index", "--find-links", str(house)]
+        command += ([] if online_index else ["--no-index"]) + ["--find-links", str(house)]
     local_wheels = manifest.get("wheels", {})
     for arg in args[1:]:
         command.append(str(download(base_url, local_wheels[arg], workdir)) if arg in local_wheels else arg)

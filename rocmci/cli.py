@@ -429,3 +429,89 @@ def pipeline(
     failed = any(built[e.id].status == "failed" for e in entries) or any(not p.ok for p in published.values())
     if failed or any(not r.verdict.passed for r in judged.values()):
         raise TaskFailed(1)
+
+
+def _build_options(plan: Plan, registry: str | None, ca_cert: str | None, wheelhouse: str | None, backend: str):
+    if backend not in ("auto", "sdk", "bake"):
+        raise build.BuildError(f"--backend: expected auto, sdk or bake (got {backend!r})")
+    return build.BuildOptions.resolve(
+        repository_for(plan, registry), backend=backend, ca_cert=ca_cert, wheelhouse=Path(wheelhouse) if wheelhouse else None
+    )
+
+
+@reports_errors
+def bisect(
+    file: str | None,
+    gpu: str,
+    stack: str,
+    aiter: str | None,
+    torch: str | None,
+    bad_if: str,
+    pre: bool,
+    registry: str | None,
+    ca_cert: str | None,
+    wheelhouse: str | None,
+    backend: str,
+    reports_dir: str,
+    commits: bool = False,
+) -> None:
+    """The first bad aiter (or torch) pin of a stack between GOOD and BAD; resumes from its log when run again."""
+    from rocmci import bisect as bisecting
+    from rocmci import report as compat
+
+    if bool(aiter) == bool(torch):
+        raise bisecting.BisectError("expected exactly one of --aiter GOOD..BAD and --torch GOOD..BAD")
+    axis = "aiter" if aiter else "torch"
+    good, bad = bisecting.parse_range(f"--{axis}", aiter or torch or "")
+    plan = load_plan(file)
+    request = bisecting.BisectRequest(
+        gpu, stack, axis, good, bad, bisecting.check_bad_if(bad_if), pre, Path(reports_dir), commits
+    )
+    options = _build_options(plan, registry, ca_cert, wheelhouse, backend)
+    try:
+        result = bisecting.run_bisect(plan, request, options)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: finished steps are in {request.workdir / 'log.jsonl'}; run the same command to resume",
+            file=sys.stderr,
+        )
+        raise TaskFailed(130) from None
+    print("\n" + bisecting.summary_table(result))
+    print("\n" + bisecting.headline(result))
+    for line in result.changed:
+        print(f"  changed: {line}")
+    print(
+        f"validations: {result.validations} ({result.validations_new} new; at most {result.binary_search_bound} for "
+        f"{len(result.candidates)} candidates); report: {request.workdir / 'bisect.md'}"
+    )
+    compat.append_step_summary(bisecting.render_markdown(result))
+
+
+@reports_errors
+def bump(
+    file: str | None,
+    gpu: str,
+    stack: str | None,
+    tries: str | int,
+    pre: bool,
+    registry: str | None,
+    ca_cert: str | None,
+    wheelhouse: str | None,
+    backend: str,
+    out: str,
+    canary: str | None = None,
+) -> None:
+    """Newest passing aiter/torch pins per stack: build, validate, write a matrix.yaml patch and a pull-request body."""
+    from rocmci import bump as bumping
+    from rocmci import report as compat
+
+    plan = load_plan(file)
+    plan.select(gpu)
+    options = _build_options(plan, registry, ca_cert, wheelhouse, backend)
+    tries_count = int(_number("--tries", tries, int, minimum=1) or 1)
+    result = bumping.run_bump(
+        plan, gpu, [stack] if stack else [], options, Path(out), tries=tries_count, pre=pre, canary=canary or None
+    )
+    print("\n" + bumping.summary_table(result))
+    print(f"\n{result.proposed} pin(s) proposed; patch: {result.patch_path}; pull-request body: {result.body_path}")
+    compat.append_step_summary(Path(result.body_path).read_text())

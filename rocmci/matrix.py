@@ -219,6 +219,15 @@ class AiterSource(_Model):
     pypi: PypiVersion | None = None
     git: GitSource | None = None
     wheel: WheelUrl | None = None
+    index: IndexUrl | None = Field(
+        default=None, description="the package index (simple API) of a pypi pin, such as https://pypi.org/simple"
+    )
+
+    @model_validator(mode="after")
+    def _index_only_for_pypi(self) -> AiterSource:
+        if self.index is not None and self.pypi is None:
+            raise ValueError("expected index only beside a pypi pin (git and wheel pins name their source themselves)")
+        return self
 
     @model_validator(mode="after")
     def _exactly_one(self) -> AiterSource:
@@ -1149,6 +1158,8 @@ def build_args_for(target: Target, stack: Stack) -> dict[str, str]:
         "PREBUILD_KERNELS": "1" if stack.aiter.prebuilt_kernels else "0",
         "ROCMCI_TARGET": target.gfx or "cpu",
         "ROCMCI_FIXTURE": "1" if stack.fixture else "0",
+        # Only when set, so that the tags of pins on pip's configured index stay as they were.
+        **({"AITER_INDEX_URL": stack.aiter.index} if stack.aiter.index else {}),
     }
 
 
@@ -1198,14 +1209,18 @@ def labels_for(build: str, target: Target, stack: Stack, digest: str) -> dict[st
 
 
 def _entry(matrix: Matrix, pair: _Pair, context_digest: str) -> Entry:
-    target, stack = matrix.targets[pair.gpu], matrix.stacks[pair.stack]
-    eid, build = entry_id(pair.gpu, stack), build_id(target, stack)
+    return _entry_of(matrix, pair.gpu, pair.stack, matrix.stacks[pair.stack], context_digest)
+
+
+def _entry_of(matrix: Matrix, gpu: str, stack_name: str, stack: Stack, context_digest: str) -> Entry:
+    target = matrix.targets[gpu]
+    eid, build = entry_id(gpu, stack), build_id(target, stack)
     args = build_args_for(target, stack)
     digest = content_hash(args, context_digest)
     return Entry(
         id=eid,
-        gpu=pair.gpu,
-        stack_name=pair.stack,
+        gpu=gpu,
+        stack_name=stack_name,
         target=target,
         stack=stack,
         gates=target.gates or matrix.gates,
@@ -1214,6 +1229,19 @@ def _entry(matrix: Matrix, pair: _Pair, context_digest: str) -> Entry:
         labels=labels_for(build, target, stack, digest),
         build_id=build,
     )
+
+
+def variant_entry(entry: Entry, *, aiter: str | None = None, torch: str | None = None, context_root: Path = ROOT) -> Entry:
+    """A one-off entry: `entry` with another aiter pin (a PyPI version or a git release tag) and/or torch version,
+    tagged like any planned entry, so that its image reuses every layer below the changed pin."""
+    stack = entry.stack
+    if aiter is not None:
+        pin = {"git": stack.aiter.git.model_copy(update={"ref": aiter})} if stack.aiter.git else {"pypi": aiter}
+        stack = stack.model_copy(update={"aiter": stack.aiter.model_copy(update=pin)})
+    if torch is not None:
+        stack = stack.model_copy(update={"torch": stack.torch.model_copy(update={"version": torch})})
+    matrix = Matrix.model_construct(targets={entry.gpu: entry.target}, gates=entry.gates)
+    return _entry_of(matrix, entry.gpu, entry.stack_name, stack, BuildContext(context_root).digest)
 
 
 # ---------------------------------------------------------------- public API
