@@ -43,11 +43,12 @@ def _call(function: Callable[..., object], **kwargs: object) -> None:
         "file": FILE,
         "json": 'print {"include": [...]} for GitHub Actions\' strategy.matrix',
         "gpus": "only these GPU targets (comma or space separated): the ones this repository has runners for",
+        "builds": "with --json: one item per shared build (stack x gfx) instead of one per entry",
     }
 )
-def matrix(c, gpu=None, file=None, json=False, gpus=None):
+def matrix(c, gpu=None, file=None, json=False, gpus=None, builds=False):
     """Expand matrix.yaml into entries with deterministic tags and print the plan."""
-    _call(cli.matrix, file=file, gpu=gpu, as_json=json, gpus=gpus)
+    _call(cli.matrix, file=file, gpu=gpu, as_json=json, gpus=gpus, builds=builds)
 
 
 @task(help={"gpu": GPU, "file": FILE})
@@ -167,13 +168,14 @@ def clean(c, keep=None, stop_timeout=None, entry=None, dry_run=False):
     }
 )
 def publish(c, gpu=None, entry=None, registry=None, reports="reports", sign=False, key=None, file=None):
-    """Push validated images by digest with their reports attached; move <gpu>-validated only for a pass."""
+    """Push validated images by digest with reports attached; a pass moves <gpu>-<stack>-validated and <gpu>-validated."""
     _call(cli.publish, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports, sign=sign, key=key)
 
 
 @task(
     help={
         "gpu": GPU,
+        "stack": "stack name from matrix.yaml: only images validated with it (default: the newest pass of any stack)",
         "torch": "torch version (prefix)",
         "aiter": "aiter version (prefix)",
         "registry": REGISTRY,
@@ -186,13 +188,25 @@ def publish(c, gpu=None, entry=None, registry=None, reports="reports", sign=Fals
     }
 )
 def pull(
-    c, gpu=None, torch=None, aiter=None, registry=None, lock=None, verify=False, key=None, identity=None, issuer=None, file=None
+    c,
+    gpu=None,
+    stack=None,
+    torch=None,
+    aiter=None,
+    registry=None,
+    lock=None,
+    verify=False,
+    key=None,
+    identity=None,
+    issuer=None,
+    file=None,
 ):
-    """Pull the newest image whose attached report passed on this GPU, by digest."""
+    """Pull the newest image whose attached report passed on this GPU (and stack), by digest."""
     _call(
         cli.pull,
         file=file,
         gpu=gpu,
+        stack=stack,
         torch=torch,
         aiter=aiter,
         registry=registry,

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +28,7 @@ from docker.errors import BuildError as DockerBuildError
 
 from rocmci.engine import MANAGED_LABEL, docker_client
 from rocmci.errors import BuildError
-from rocmci.matrix import CONTEXT_DIRS, ROOT, BaseImage, Entry, Plan
+from rocmci.matrix import CONTEXT_DIRS, ROOT, BaseImage, Entry, Plan, shared_builds
 from rocmci.progress import Progress, table
 
 DOCKERFILE = "images/Dockerfile"
@@ -85,6 +85,7 @@ class BuildResult:
     seconds: float = 0.0
     backend: str = ""
     digest: str = ""  # the pushed manifest digest, where this build pushed
+    entries: tuple[str, ...] = ()  # every entry that shares this image (entry_id is the first)
 
 
 def _resolve_ca(ca_cert: str | None) -> Path | None:
@@ -153,9 +154,9 @@ def _target_name(entry: Entry) -> str:
 
 
 def bake_file(entries: list[Entry], options: BuildOptions, fetch_url: str = "") -> dict:
-    """A `docker buildx bake` file: one target per entry, the pins as build args and as OCI labels."""
+    """A `docker buildx bake` file: one target per shared build (stack x gfx), the pins as build args and as OCI labels."""
     targets = {}
-    for entry in entries:
+    for entry in (group[0] for group in shared_builds(entries).values()):
         ref = entry.image_ref(options.repository)
         cache_ref = f"{options.repository}:buildcache-{entry.gpu}"
         targets[_target_name(entry)] = {
@@ -543,7 +544,8 @@ def choose_backend(requested: Backend) -> Backend:
 
 
 def build_entries(plan: Plan, entries: list[Entry], options: BuildOptions, progress: Progress | None = None) -> list[BuildResult]:
-    """Builds each entry, isolating failures: one failed entry never stops the others."""
+    """Builds each shared image once (entries of one stack and gfx share it), isolating failures: one failed build
+    never stops the others. One result per build, naming every entry that shares it."""
     progress = progress or Progress(width=max((len(e.id) for e in entries), default=0))
     if not entries:
         raise BuildError(f"{plan.source}: no entries selected")
@@ -554,15 +556,19 @@ def build_entries(plan: Plan, entries: list[Entry], options: BuildOptions, progr
         raise BuildError(f"--registry-cache: the buildx builder's driver ({driver}) cannot export a cache (use docker-container)")
     results = []
     with file_server(options, entries) as server:
-        for entry in entries:
-            results.append(build_entry(entry, options, server, backend, progress))
+        for tag, group in shared_builds(entries).items():
+            ids = tuple(e.id for e in group)
+            if len(ids) > 1:
+                progress.line(ids[0], "shared", f"{tag}: one image for {', '.join(ids)}")
+            results.append(replace(build_entry(group[0], options, server, backend, progress), entries=ids))
     return results
 
 
 def summary(results: list[BuildResult]) -> str:
     rows = [
         (
-            r.entry_id,
+            r.image_ref.rsplit(":", 1)[-1],
+            ", ".join(r.entries or (r.entry_id,)),
             r.status,
             r.backend,
             f"{r.seconds:.0f}s" if r.seconds else "",
@@ -571,7 +577,7 @@ def summary(results: list[BuildResult]) -> str:
         )
         for r in results
     ]
-    return table(("entry", "status", "backend", "time", "detail", "log"), rows)
+    return table(("image (shared build)", "entries", "status", "backend", "time", "detail", "log"), rows)
 
 
 # ---------------------------------------------------------------- offline wheelhouse

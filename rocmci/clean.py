@@ -4,7 +4,8 @@ Containers: every container rocmci started (`io.rocmci.managed=true` plus its ow
 inherited from the image: a user's `docker run` of a rocmci image inherits the image's labels) is stopped, those
 holding GPU devices (a non-empty `io.rocmci.devices` label) first: SIGTERM with a timeout, then SIGKILL; then removed.
 Images: those labelled `io.rocmci.managed=true` with an `io.rocmci.entry` label and a tag rocmci gave them
-(`<entry id>-<hash>`, or none left) are grouped by entry; the newest `keep` of each entry stay, older ones are
+(`<entry id>-<hash>`, or none left) are grouped by entry (on an image that label holds the build id, which the
+entries of one stack and gfx share); the newest `keep` of each entry stay, older ones are
 untagged/removed without force, and an image any container still uses is skipped.
 """
 

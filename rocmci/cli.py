@@ -16,7 +16,7 @@ from typing import ParamSpec, TypeVar
 
 from rocmci import build, run
 from rocmci.errors import RocmciError
-from rocmci.matrix import Entry, Plan, github_matrix, load_plan
+from rocmci.matrix import Entry, Plan, github_build_matrix, github_matrix, load_plan, shared_builds
 from rocmci.progress import Progress, table
 
 P = ParamSpec("P")
@@ -98,11 +98,11 @@ def _declared(plan: Plan, gpu: str | None, gpus: str | None, entries: list[Entry
 
 
 @reports_errors
-def matrix(file: str | None, gpu: str | None, as_json: bool, gpus: str | None = None) -> None:
+def matrix(file: str | None, gpu: str | None, as_json: bool, gpus: str | None = None, builds: bool = False) -> None:
     plan, entries = _selected(file, gpu, None)
     entries = _declared(plan, gpu, gpus, entries)
     if as_json:
-        print(json.dumps(github_matrix(entries), separators=(",", ":"), allow_nan=False))
+        print(json.dumps((github_build_matrix if builds else github_matrix)(entries), separators=(",", ":"), allow_nan=False))
         return
     rows = [
         (
@@ -114,12 +114,14 @@ def matrix(file: str | None, gpu: str | None, as_json: bool, gpus: str | None = 
             e.stack.aiter.label,
             e.summary()["aiter_kernels"],
             e.tag.rsplit("-", 1)[-1],
+            e.build_id,
             " ".join(e.target.runs_on),
         )
         for e in entries
     ]
-    print(table(("entry", "gpu", "gfx", "rocm", "torch", "aiter", "kernels", "hash", "runs on"), rows))
-    print(f"\n{len(entries)} entries from {plan.source}; images go to {plan.repository}")
+    print(table(("entry", "gpu", "gfx", "rocm", "torch", "aiter", "kernels", "hash", "build (shared image)", "runs on"), rows))
+    count = len(shared_builds(entries))
+    print(f"\n{len(entries)} entries, {count} builds (one per stack and gfx) from {plan.source}; images go to {plan.repository}")
 
 
 @reports_errors
@@ -265,15 +267,17 @@ def publish(
     items = oci.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
     results = oci.publish(items, repository_for(plan, registry), hooks=hooks)
     _record_digests(Path(reports_dir), results)
-    rows = [
-        (r.entry_id, r.status, r.verdict or "-", "moved" if r.moved else "not moved", r.reference or r.reason) for r in results
-    ]
-    print("\n" + table(("entry", "status", "verdict", r"validated tag", "reference"), rows))
+    rows = [(r.entry_id, r.status, r.verdict or "-", _moved(r), r.reference or r.reason) for r in results]
+    print("\n" + table(("entry", "status", "verdict", "validated tags moved", "reference"), rows))
     for r in results:
         if r.reason and r.reason.startswith("regression"):
             print(f"{r.entry_id}: {r.reason}")
     if any(not r.ok for r in results):
         raise TaskFailed(1)
+
+
+def _moved(result) -> str:
+    return ", ".join(result.moved_tags) or f"{result.validated_tag} not moved"
 
 
 def _publish_hooks(plan: Plan, sign: bool, key: str | None):
@@ -300,6 +304,7 @@ def pull(
     aiter: str | None,
     registry: str | None,
     lock: str | None,
+    stack: str | None = None,
     verify: bool = False,
     key: str | None = None,
     identity: str | None = None,
@@ -308,6 +313,9 @@ def pull(
     from rocmci.lock import pull_and_lock
 
     plan, _entries = _for_gpu(file, gpu, None)
+    if stack is not None and stack not in plan.matrix.stacks:
+        known = ", ".join(sorted(plan.matrix.stacks))
+        raise RocmciError(f"{plan.source}: --stack: unknown stack {stack!r} (known: {known})")
     repository = repository_for(plan, registry)
     verifier = None
     if verify or key or identity or issuer:
@@ -317,7 +325,14 @@ def pull(
             raise AttestError("--key/--identity/--issuer: only with --verify")
         verifier = PullVerifier(repository, gpu, Identity(key, identity, issuer))
     result, _lock = pull_and_lock(
-        repository, gpu, torch=torch, aiter=aiter, lock_file=Path(lock) if lock else None, verifier=verifier
+        repository,
+        gpu,
+        torch=torch,
+        aiter=aiter,
+        lock_file=Path(lock) if lock else None,
+        verifier=verifier,
+        stack=stack,
+        build_prefixes=(plan.matrix.targets[gpu].gfx or "cpu",),
     )
     if result.attestation:
         print(f"verified: {result.attestation['predicateType']} {result.attestation['digest']}", file=sys.stderr)
@@ -382,7 +397,7 @@ def pipeline(
     repository = repository_for(plan, registry)
     progress = _progress(entries)
     options = build.BuildOptions.resolve(plan.repository, ca_cert=ca_cert, wheelhouse=Path(wheelhouse) if wheelhouse else None)
-    built = {r.entry_id: r for r in build.build_entries(plan, entries, options, progress)}
+    built = {entry_id: r for r in build.build_entries(plan, entries, options, progress) for entry_id in r.entries}
     runnable = [e for e in entries if built[e.id].status != "failed"]
     reports = Path(reports_dir)
     ran = (
@@ -408,8 +423,8 @@ def pipeline(
         pub = published.get(e.id)
         checks = ran[e.id].status if e.id in ran else "-"
         where = (pub.reference or pub.reason) if pub else "-"
-        rows.append((e.id, built[e.id].status, checks, judged[e.id].label, where, "moved" if pub and pub.moved else "-"))
-    print("\n" + table(("entry", "build", "checks", "verdict", "published", f"{gpu}-validated"), rows))
+        rows.append((e.id, built[e.id].status, checks, judged[e.id].label, where, _moved(pub) if pub else "-"))
+    print("\n" + table(("entry", "build", "checks", "verdict", "published", "validated tags moved"), rows))
     print(f"\nreports: {paths.compat_md}, {paths.index_html}")
     failed = any(built[e.id].status == "failed" for e in entries) or any(not p.ok for p in published.values())
     if failed or any(not r.verdict.passed for r in judged.values()):

@@ -1,6 +1,6 @@
 """The installed `rocmci` command, for people who only want a validated image: no clone, no matrix.yaml.
 
-    rocmci pull --gpu mi355x --registry ghcr.io/acme/rocmci [--torch 2.13] [--aiter 0.1.20] [--lock deploy.lock.json]
+    rocmci pull --gpu mi355x --registry ghcr.io/acme/rocmci [--stack S] [--torch 2.13] [--aiter 0.1.20] [--lock deploy.lock.json]
     rocmci verify-lock deploy.lock.json [--registry ghcr.io/acme/rocmci]
 
 The registry comes from --registry or ROCMCI_REGISTRY (a repository such as ghcr.io/acme/rocmci, or a host, which
@@ -33,10 +33,15 @@ def repository_from(option: str | None, env: dict[str, str] | os._Environ[str] =
 
 def _pull(args: argparse.Namespace) -> int:
     from rocmci import lock
+    from rocmci.matrix import KNOWN_GPU_GFX
 
     repository = repository_from(args.registry)
     lock_file = Path(args.lock) if args.lock else None
-    result, locked = lock.pull_and_lock(repository, args.gpu, torch=args.torch, aiter=args.aiter, lock_file=lock_file)
+    # A known GPU model's gfx also lists its builds' content tags (gfx950-...), so a pin can find an older image.
+    prefixes = (KNOWN_GPU_GFX[args.gpu],) if args.gpu in KNOWN_GPU_GFX else ()
+    result, locked = lock.pull_and_lock(
+        repository, args.gpu, torch=args.torch, aiter=args.aiter, lock_file=lock_file, stack=args.stack, build_prefixes=prefixes
+    )
     if locked is not None:
         print(f"rocmci: lock written to {lock_file} (verdict pass, {locked.scope_words})", file=sys.stderr)
     print(result.reference)
@@ -67,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
     pull = commands.add_parser("pull", help="pull the newest image whose attached report passed on this GPU, by digest")
     pull.add_argument("--gpu", required=True, help="GPU target the report must have passed on, e.g. mi355x")
     pull.add_argument("--registry", help=registry_help)
+    pull.add_argument("--stack", help="stack name of the matrix (e.g. rocm7.2-torch2.13): only images validated with it")
     pull.add_argument("--torch", help="torch version (prefix), e.g. 2.13")
     pull.add_argument("--aiter", help="aiter version (prefix), e.g. 0.1.20")
     pull.add_argument("--lock", metavar="FILE", help="write the digest, pins and report (verdict and scope) to FILE")

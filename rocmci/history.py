@@ -323,15 +323,17 @@ class RegressionGate:
     def check(
         self, client: RegistryClient, name: str, gpu: str, digest: str, docs: ReportDocuments, log: Log
     ) -> tuple[ReportDocuments, str | None]:
-        """Compare a passing candidate with the image `<gpu>-validated` points at now; the record gains `regression`."""
+        """Compare a passing candidate with the image `<gpu>-<stack>-validated` (`<gpu>-validated` for a record without a
+        stack) points at now; the record gains `regression`."""
         from rocmci import registry as oci
 
         if docs.verdict != "pass" or docs.entry.get("gpu") != gpu:
             return docs, None
-        current = client.head_manifest(name, oci.validated_tag(gpu))
+        stack = docs.entry.get("stack") or None  # the baseline is this stack's validated image, never another stack's
+        current = client.head_manifest(name, oci.validated_tag(gpu, stack))
         if current is None or current.digest == digest:
             return docs, None
-        theirs = oci.newest_passing_report(client, name, current.digest, gpu)
+        theirs = oci.newest_passing_report(client, name, current.digest, gpu, stack=stack)
         baseline = Figures.of(theirs.documents.record) if theirs else None
         comparison, blocked = self.compare(gpu, Figures.of(docs.record), baseline)
         comparison["baseline_image"] = current.digest

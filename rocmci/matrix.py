@@ -34,7 +34,7 @@ from rocmci.errors import MatrixError, Problem
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MATRIX = ROOT / "matrix.yaml"
-HASH_SCHEME = "rocmci-tag/v1"
+HASH_SCHEME = "rocmci-tag/v2"  # v2: the GPU model left the build args (one build per stack and gfx)
 # Files that go into every image: any change to them gives every entry a new tag.
 CONTEXT_DIRS = ("images", "checks")
 
@@ -51,6 +51,7 @@ AITER_MIN_FOR_GFX = {gfx: Version(facts["aiter_min"]) for gfx, facts in _GPUS["g
 PYTORCH_INDEX_HOST: str = _TORCH_WHEELS["index_prefix"]
 # A docker tag is at most 128 characters: the id, a dash and 12 hex digits of the content hash.
 MAX_ID_LENGTH = 128 - 13
+MAX_TAG_LENGTH = 128
 # Aliases can make a small file expand into an enormous tree ("billion laughs"); stop well before that hurts.
 MAX_YAML_NODES = 250_000
 MAX_MATRIX_BYTES = 4 << 20  # a matrix of every GPU and stack is a few KiB
@@ -348,7 +349,8 @@ class Matrix(_Model):
 
 @dataclass(frozen=True)
 class Entry:
-    """One image to build and validate: a GPU target crossed with a stack, with its deterministic tag."""
+    """One GPU model crossed with a stack: the unit of validation and reporting. Its image is the stack's build
+    for the target's gfx (`build_id`, `tag`), shared with every entry of the same stack and gfx."""
 
     id: str
     gpu: str
@@ -357,12 +359,19 @@ class Entry:
     stack: Stack
     gates: Gates
     content_hash: str
+    build_id: str
     build_args: dict[str, str] = field(hash=False)
     labels: dict[str, str] = field(hash=False)
 
     @property
     def tag(self) -> str:
-        return f"{self.id}-{self.content_hash[:12]}"
+        """The image's content-hashed tag: the same for every entry that shares the build."""
+        return f"{self.build_id}-{self.content_hash[:12]}"
+
+    @property
+    def validated_tag(self) -> str:
+        """The tag that names the newest image that passed on this GPU model with this stack."""
+        return validated_tag_for(self.gpu, self.stack_name)
 
     @property
     def gfx(self) -> str | None:
@@ -397,7 +406,9 @@ class Entry:
             "aiter_kernels": "prebuilt" if self.stack.aiter.prebuilt_kernels else "jit-at-first-call",
             "base_image": self.stack.base_image.ref,
             "fixture": self.stack.fixture,
+            "build": self.build_id,
             "tag": self.tag,
+            "validated_tag": self.validated_tag,
             "content_hash": self.content_hash,
             "runs_on": self.runs_on,
             "peak_bandwidth_gbs": self.target.peak_bandwidth_tbs * 1000 if self.target.peak_bandwidth_tbs else None,
@@ -1025,10 +1036,12 @@ def _check_ids(matrix: Matrix, pairs: list[_Pair], report: _Report) -> None:
     first: dict[str, _Pair] = {}
     for pair in pairs:
         eid = entry_id(pair.gpu, matrix.stacks[pair.stack])
-        if len(eid) > MAX_ID_LENGTH:
-            report.add(
-                pair.path, f"entry id {eid!r} has {len(eid)} characters: expected at most {MAX_ID_LENGTH} to fit a docker tag"
-            )
+        bid = build_id(matrix.targets[pair.gpu], matrix.stacks[pair.stack])
+        for what, name in (("entry id", eid), ("build id", bid)):
+            if len(name) > MAX_ID_LENGTH:
+                report.add(
+                    pair.path, f"{what} {name!r} has {len(name)} characters: expected at most {MAX_ID_LENGTH} to fit a docker tag"
+                )
         seen = first.setdefault(eid, pair)
         if seen is pair:
             continue
@@ -1043,6 +1056,23 @@ def _check_ids(matrix: Matrix, pairs: list[_Pair], report: _Report) -> None:
                 "so they give the same entry id(s) ",
                 eid,
                 ": expected unique entry ids (change a pin, or drop one of the stacks)",
+            )
+
+
+def _check_validated_tags(matrix: Matrix, pairs: list[_Pair], report: _Report) -> None:
+    """`<gpu>-<stack>-validated` (and each GPU's `<gpu>-validated`) must fit a tag and name one pair (one GPU)."""
+    owners: dict[str, str] = {}
+    named = [(validated_tag_for(gpu, None), gpu, ("matrix",)) for gpu in dict.fromkeys(pair.gpu for pair in pairs)]
+    named += [(validated_tag_for(pair.gpu, pair.stack), f"{pair.gpu} x {pair.stack}", pair.path) for pair in pairs]
+    for tag, owner, path in named:
+        if len(tag) > MAX_TAG_LENGTH:
+            report.add(
+                path, f"validated tag {tag!r} has {len(tag)} characters: expected at most {MAX_TAG_LENGTH} (shorten the names)"
+            )
+        seen = owners.setdefault(tag, owner)
+        if seen != owner:
+            report.add(
+                path, f"validated tag {tag!r} would name both {seen} and {owner}: expected one tag per GPU x stack (rename one)"
             )
 
 
@@ -1062,6 +1092,7 @@ def _semantic_problems(matrix: Matrix, lines: _LineIndex, source: str) -> list[P
         )
     _check_pairs(matrix, pairs, report)
     _check_ids(matrix, pairs, report)
+    _check_validated_tags(matrix, pairs, report)
     return report.result()
 
 
@@ -1096,7 +1127,20 @@ def entry_id(gpu: str, stack: Stack) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
 
 
-def build_args_for(gpu: str, target: Target, stack: Stack) -> dict[str, str]:
+def build_id(target: Target, stack: Stack) -> str:
+    """What an image is built for: the stack's pins and the gfx (`cpu` for every cpu target), never the GPU model."""
+    platform = f"{target.gfx}-rocm{stack.rocm}" if target.gfx else "cpu"
+    raw = f"{platform}-torch{stack.torch.version}-aiter{stack.aiter.label}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
+
+
+def validated_tag_for(gpu: str, stack: str | None = None) -> str:
+    """`<gpu>-<stack>-validated`: one GPU model and one stack; `<gpu>-validated` (stack None): the newest of any stack."""
+    return f"{gpu}-{stack}-validated" if stack else f"{gpu}-validated"
+
+
+def build_args_for(target: Target, stack: Stack) -> dict[str, str]:
+    """Only what goes into the image: the GPU model is not in it, so entries of one stack and gfx share a build."""
     return {
         "BASE_IMAGE": stack.base_image.ref,
         "ROCM_VERSION": stack.rocm or "",
@@ -1112,7 +1156,7 @@ def build_args_for(gpu: str, target: Target, stack: Stack) -> dict[str, str]:
         "TRITON_VERSION": "" if isinstance(stack.triton, str) else stack.triton.aiter,
         "GPU_ARCHS": target.gfx or "",
         "PREBUILD_KERNELS": "1" if stack.aiter.prebuilt_kernels else "0",
-        "ROCMCI_TARGET": gpu,
+        "ROCMCI_TARGET": target.gfx or "cpu",
         "ROCMCI_FIXTURE": "1" if stack.fixture else "0",
         # Only when set, so that the tags of pins on pip's configured index stay as they were.
         **({"AITER_INDEX_URL": stack.aiter.index} if stack.aiter.index else {}),
@@ -1125,8 +1169,9 @@ def content_hash(build_args: dict[str, str], context_digest: str) -> str:
 
 
 # Image label -> Entry.summary() field: validate records these labels and the report checks them against the entry.
+# An image is a shared build: its labels name the build, never an entry or GPU model.
 PIN_LABELS = {
-    "io.rocmci.entry": "id",
+    "io.rocmci.build": "build",
     "io.rocmci.content-hash": "content_hash",
     "io.rocmci.torch": "torch",
     "io.rocmci.aiter": "aiter",
@@ -1134,20 +1179,22 @@ PIN_LABELS = {
 }
 
 
-def labels_for(entry_id_: str, gpu: str, target: Target, stack: Stack, digest: str) -> dict[str, str]:
-    """Labels that follow from the pins alone; build time labels (created, revision) are added by build.py."""
+def labels_for(build: str, target: Target, stack: Stack, digest: str) -> dict[str, str]:
+    """Labels that follow from the pins alone, the same for every entry sharing the build (no GPU model in them);
+    build time labels (created, revision) are added by build.py. `io.rocmci.entry` names the build on an image
+    (clean groups images by it); a validation container's `io.rocmci.entry` names its entry."""
     return {
-        "org.opencontainers.image.title": f"rocmci {entry_id_}",
+        "org.opencontainers.image.title": f"rocmci {build}",
         "org.opencontainers.image.description": (
-            f"{gpu} ({target.gfx or 'cpu only'}): ROCm {stack.rocm or 'none'}, torch {stack.torch.version}, "
+            f"{target.gfx or 'cpu only'}: ROCm {stack.rocm or 'none'}, torch {stack.torch.version}, "
             f"aiter {stack.aiter.label} ({stack.aiter.kind})"
         ),
-        "org.opencontainers.image.version": f"{entry_id_}-{digest[:12]}",
+        "org.opencontainers.image.version": f"{build}-{digest[:12]}",
         "org.opencontainers.image.base.name": f"{stack.base_image.name}:{stack.base_image.tag}",
         "org.opencontainers.image.base.digest": stack.base_image.digest or "",
         "io.rocmci.managed": "true",
-        "io.rocmci.entry": entry_id_,
-        "io.rocmci.gpu": gpu,
+        "io.rocmci.entry": build,
+        "io.rocmci.build": build,
         "io.rocmci.gfx": target.gfx or "",
         "io.rocmci.rocm": stack.rocm or "",
         "io.rocmci.python": stack.python,
@@ -1167,8 +1214,8 @@ def _entry(matrix: Matrix, pair: _Pair, context_digest: str) -> Entry:
 
 def _entry_of(matrix: Matrix, gpu: str, stack_name: str, stack: Stack, context_digest: str) -> Entry:
     target = matrix.targets[gpu]
-    eid = entry_id(gpu, stack)
-    args = build_args_for(gpu, target, stack)
+    eid, build = entry_id(gpu, stack), build_id(target, stack)
+    args = build_args_for(target, stack)
     digest = content_hash(args, context_digest)
     return Entry(
         id=eid,
@@ -1179,7 +1226,8 @@ def _entry_of(matrix: Matrix, gpu: str, stack_name: str, stack: Stack, context_d
         gates=target.gates or matrix.gates,
         content_hash=digest,
         build_args=args,
-        labels=labels_for(eid, gpu, target, stack, digest),
+        labels=labels_for(build, target, stack, digest),
+        build_id=build,
     )
 
 
@@ -1256,6 +1304,25 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
 def github_matrix(entries: Iterable[Entry]) -> dict[str, list[dict[str, Any]]]:
     """The object GitHub Actions' `strategy.matrix: ${{ fromJSON(...) }}` takes."""
     return {"include": [entry.summary() for entry in entries]}
+
+
+def github_build_matrix(entries: Iterable[Entry]) -> dict[str, list[dict[str, Any]]]:
+    """One item per shared build (the build job's matrix): its first entry's fields plus the ids and GPU models
+    of every entry that validates the image."""
+    return {
+        "include": [
+            group[0].summary() | {"entries": [e.id for e in group], "gpus": [e.gpu for e in group]}
+            for group in shared_builds(entries).values()
+        ]
+    }
+
+
+def shared_builds(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
+    """Entries grouped by the image they share (its content-hashed tag), in plan order."""
+    shared: dict[str, list[Entry]] = {}
+    for entry in entries:
+        shared.setdefault(entry.tag, []).append(entry)
+    return shared
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,9 +4,11 @@ Publishing (`publish`): check every item's image, content tag and evidence befor
 push the image through the Docker engine and verify that what landed is the validated image (`_push_verified`),
 attach its report as an OCI 1.1 artifact whose `subject` is the image manifest (referrers API where the registry has
 it, the `sha256-<hex>` tag-schema index where it does not), and only for a passing report move `<gpu>-validated` to
-the image digest by PUTting the exact manifest bytes (`move_validated_tag`).
+the image digest by PUTting the exact manifest bytes (`move_validated_tag`), and `<gpu>-<stack>-validated` for the
+report's stack: the stack tag never changes stack, the GPU tag follows the newest pass of any stack.
 Pulling (`find_validated` chooses, `pull` pulls): the newest image (by `report_order`, never by tag order) whose
-verified report passed on the GPU; report times past the registry's clock + CLOCK_TOLERANCE take no part.
+verified report passed on the GPU (and stack, when asked); report times past the registry's clock + CLOCK_TOLERANCE
+take no part.
 Credentials come from the environment or the Docker config, never from a reference, and never appear in messages.
 """
 
@@ -34,6 +36,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from rocmci.errors import RegistryError, RocmciError
+from rocmci.matrix import validated_tag_for as validated_tag
 
 if TYPE_CHECKING:
     import docker
@@ -131,10 +134,6 @@ def fallback_tag(digest: str) -> str:
     """The OCI referrers tag schema: `<alg>-<hex>`, truncated to 128 characters."""
     algorithm, hexpart = check_digest(digest)
     return f"{algorithm}-{hexpart}"[:128]
-
-
-def validated_tag(gpu: str) -> str:
-    return f"{gpu}-validated"
 
 
 @dataclass(frozen=True)
@@ -773,7 +772,7 @@ def _report_annotations(documents: ReportDocuments) -> dict[str, str]:
         "io.rocmci.verdict": documents.verdict,
         "io.rocmci.entry": str(documents.entry.get("id", "")),
         "io.rocmci.gpu": str(documents.entry.get("gpu", "")),
-    }
+    } | ({"io.rocmci.stack": str(documents.entry["stack"])} if documents.entry.get("stack") else {})
 
 
 def attach_report(
@@ -890,26 +889,33 @@ def attached_reports(
     return reports, skipped
 
 
-def _passing_on(gpu: str) -> Callable[[Descriptor], str | None]:
+def _passing_on(gpu: str, stack: str | None = None) -> Callable[[Descriptor], str | None]:
     def keep(artifact: Descriptor) -> str | None:
         verdict = artifact.annotations.get("io.rocmci.verdict", "pass")
         on = artifact.annotations.get("io.rocmci.gpu", gpu)
+        with_stack = artifact.annotations.get("io.rocmci.stack") or stack
         if verdict != "pass":
             return f"verdict {verdict}"
+        if stack and with_stack != stack:
+            return f"report is for stack {with_stack}"
         return None if on == gpu else f"report is for {on}"
 
     return keep
 
 
 def newest_passing_report(
-    client: RegistryClient, name: str, digest: str, gpu: str, not_after: datetime | None = None
+    client: RegistryClient, name: str, digest: str, gpu: str, not_after: datetime | None = None, stack: str | None = None
 ) -> AttachedReport | None:
-    """The last passing report on `digest` by report_order, among those claiming no time past `not_after`."""
-    reports, _ = attached_reports(client, name, digest, _passing_on(gpu))
+    """The last passing report on `digest` (on `gpu`, and `stack` when given) by report_order, among those claiming
+    no time past `not_after`."""
+    reports, _ = attached_reports(client, name, digest, _passing_on(gpu, stack))
     passing = [
         r
         for r in reports
-        if r.verdict == "pass" and r.entry.get("gpu") == gpu and (not_after is None or r.report_time <= not_after)
+        if r.verdict == "pass"
+        and r.entry.get("gpu") == gpu
+        and (stack is None or r.entry.get("stack") == stack)
+        and (not_after is None or r.report_time <= not_after)
     ]
     return max(passing, key=report_order, default=None)
 
@@ -975,16 +981,25 @@ class TagMove:
 
 
 def move_validated_tag(
-    client: RegistryClient, name: str, gpu: str, digest: str, report: AttachedReport, attempts: int = 6
+    client: RegistryClient,
+    name: str,
+    gpu: str,
+    digest: str,
+    report: AttachedReport,
+    attempts: int = 6,
+    stack: str | None = None,
 ) -> TagMove:
-    """Point `<gpu>-validated` at `digest` (exact manifest bytes) unless the current one has a later passing report
-    (report_order; reports claiming a time past the registry's clock + CLOCK_TOLERANCE do not count).
+    """Point `<gpu>-validated` (`<gpu>-<stack>-validated` with a stack) at `digest` (exact manifest bytes) unless
+    the current one has a later passing report on that GPU (and stack) (report_order; reports claiming a time past
+    the registry's clock + CLOCK_TOLERANCE do not count).
 
     Racers converge: each re-reads after a settle delay longer than its own read-write window and re-decides.
     """
-    tag = validated_tag(gpu)
-    if report.verdict != "pass" or report.entry.get("gpu") != gpu or report.subject_digest != digest:
-        return TagMove(tag, False, f"report {report.artifact.digest[:19]} is not a pass on {gpu} for {digest[:19]}")
+    tag = validated_tag(gpu, stack)
+    wrong_stack = stack is not None and report.entry.get("stack") != stack
+    if report.verdict != "pass" or report.entry.get("gpu") != gpu or report.subject_digest != digest or wrong_stack:
+        on = f"{gpu} x {stack}" if stack else gpu
+        return TagMove(tag, False, f"report {report.artifact.digest[:19]} is not a pass on {on} for {digest[:19]}")
     bound = client.time_bound()
     too_late = ahead_of_registry(report, bound)
     if too_late:
@@ -994,7 +1009,7 @@ def move_validated_tag(
         started = time.monotonic()
         current = client.head_manifest(name, tag)
         if current is None or current.digest != digest:
-            theirs = newest_passing_report(client, name, current.digest, gpu, bound) if current else None
+            theirs = newest_passing_report(client, name, current.digest, gpu, bound, stack) if current else None
             if current and theirs and report_order(theirs) > report_order(report):
                 return TagMove(
                     tag,
@@ -1060,6 +1075,7 @@ class PublishItem:
     validated_image_id: str | None = None
     problem: str | None = None  # why this entry must not be published (stale or unreadable result)
     recorded_digest: str | None = None  # the registry digest an earlier publish recorded in result.json
+    stack: str | None = None  # the matrix stack: a pass also moves <gpu>-<stack>-validated
 
 
 @dataclass(frozen=True)
@@ -1074,6 +1090,7 @@ class PublishResult:
     validated_tag: str | None = None
     moved: bool = False
     reason: str = ""
+    moved_tags: tuple[str, ...] = ()  # every validated tag this publish moved (stack tag, GPU tag)
     attestation: str | None = None  # the predicate type signed (publish --sign)
 
     @property
@@ -1117,7 +1134,17 @@ def publish_items(entries: Iterable[Entry], reports_dir: Path, local_repository:
                 )
         local_ref = image.get("ref") or entry.image_ref(local_repository)
         items.append(
-            PublishItem(entry.id, entry.gpu, local_ref, entry.tag, entry_dir, image.get("id"), problem, image.get("digest"))
+            PublishItem(
+                entry.id,
+                entry.gpu,
+                local_ref,
+                entry.tag,
+                entry_dir,
+                image.get("id"),
+                problem,
+                image.get("digest"),
+                entry.stack_name,
+            )
         )
     return items
 
@@ -1239,7 +1266,8 @@ def _push_verified(
     if why:
         raise RegistryError(
             f"refused: the push of {repository}:{item.tag} sent {digest}, which is not the validated image ({why}); "
-            f"was {repository}:{item.tag} re-tagged during the push? no report attached, {validated_tag(item.gpu)} not moved"
+            f"was {repository}:{item.tag} re-tagged during the push? no report attached, {validated_tag(item.gpu, item.stack)} "
+            "not moved"
         )
     return manifest
 
@@ -1255,12 +1283,14 @@ def publish_one(
     log: Log,
     hooks: PublishHooks | None = None,
 ) -> PublishResult:
-    """Push (unless the content tag already names the image), verify, attach the report, move the validated tag."""
+    """Push (unless the content tag already names the image), verify, attach the report, move the validated tags
+    (`<gpu>-<stack>-validated`, then `<gpu>-validated`). Entries that share a build publish one image: the first
+    pushes it, the others find it under the content tag and attach their own report to the same digest."""
     item = checked.item
     _, name = split_repository(repository)
     prefix = f"publishing {item.entry_id}:"
-    base = {"entry_id": item.entry_id, "gpu": item.gpu, "tag": item.tag, "validated_tag": validated_tag(item.gpu)}
-    manifest = checked.in_registry
+    base = {"entry_id": item.entry_id, "gpu": item.gpu, "tag": item.tag, "validated_tag": validated_tag(item.gpu, item.stack)}
+    manifest = checked.in_registry or _content_tag_in_registry(client, repository, item.tag, checked.image_id, store)
     if manifest:
         log(f"{prefix} {repository}:{item.tag} already is this image ({manifest.digest}): not pushed again")
     else:
@@ -1275,22 +1305,31 @@ def publish_one(
     base |= {"reference": reference, "verdict": docs.verdict, "report_digest": artifact.digest}
     if hooks:  # rocmci.attest: the record as a signed in-toto attestation, before any tag moves (issue 14)
         base["attestation"] = hooks.after_attach(reference, docs, log)
-    if docs.verdict != "pass" or docs.entry.get("gpu") != item.gpu:
-        why = f"verdict {docs.verdict}" if docs.verdict != "pass" else f"report is for {docs.entry.get('gpu')}"
+    wrong_stack = item.stack is not None and docs.entry.get("stack") != item.stack
+    if docs.verdict != "pass" or docs.entry.get("gpu") != item.gpu or wrong_stack:
+        why = (
+            f"verdict {docs.verdict}"
+            if docs.verdict != "pass"
+            else f"report is for {docs.entry.get('gpu')} x {docs.entry.get('stack')}"
+        )
         reasons = "; ".join(str(r) for r in docs.record.get("reasons") or [])[:300]
-        reason = f"{why}{': ' + reasons if reasons else ''}: {validated_tag(item.gpu)} not moved"
+        reason = f"{why}{': ' + reasons if reasons else ''}: {base['validated_tag']} not moved"
         log(f"{prefix} {reason}")
         return PublishResult(status="published", moved=False, reason=reason, **base)
     if blocked:
         log(f"{prefix} {blocked}")
         return PublishResult(status="published", moved=False, reason=blocked, **base)
-    log(f"{prefix} moving {validated_tag(item.gpu)}")
     report = read_report(client, name, manifest.digest, artifact)
-    move = move_validated_tag(client, name, item.gpu, manifest.digest, report)
-    if move.moved:
+    moves = []
+    for stack in ([item.stack] if item.stack else []) + [None]:
+        log(f"{prefix} moving {validated_tag(item.gpu, stack)}")
+        moves.append(move_validated_tag(client, name, item.gpu, manifest.digest, report, stack=stack))
+        log(f"{prefix} {moves[-1].reason}")
+    if any(move.moved for move in moves):
         _ensure_listed(client, name, manifest.digest, artifact)
-    log(f"{prefix} {move.reason}")
-    return PublishResult(status="published", moved=move.moved, reason=move.reason, **base)
+    moved = tuple(move.tag for move in moves if move.moved)
+    reason = "; ".join(move.reason for move in moves)
+    return PublishResult(status="published", moved=moves[0].moved, reason=reason, moved_tags=moved, **base)
 
 
 def _ensure_listed(client: RegistryClient, name: str, digest: str, artifact: Descriptor) -> None:
@@ -1369,7 +1408,9 @@ def _guarded(item: PublishItem, client: RegistryClient, log: Log, step: Callable
 
 
 def _failed(item: PublishItem, status: str, message: str) -> PublishResult:
-    return PublishResult(item.entry_id, item.gpu, status, tag=item.tag, validated_tag=validated_tag(item.gpu), reason=message)
+    return PublishResult(
+        item.entry_id, item.gpu, status, tag=item.tag, validated_tag=validated_tag(item.gpu, item.stack), reason=message
+    )
 
 
 # ---------------------------------------------------------------- pull
@@ -1417,11 +1458,15 @@ def _pin_matches(have: Any, want: str | None) -> bool:
     return text == want or text.startswith((want + ".", want + "+", want + "-"))
 
 
-def _candidate_problem(report: AttachedReport, gpu: str, torch: str | None, aiter: str | None) -> str | None:
+def _candidate_problem(
+    report: AttachedReport, gpu: str, torch: str | None, aiter: str | None, stack: str | None = None
+) -> str | None:
     if report.verdict != "pass":
         return f"verdict {report.verdict}"
     if report.entry.get("gpu") != gpu:
         return f"report is for {report.entry.get('gpu')}"
+    if stack and report.entry.get("stack") != stack:
+        return f"stack {report.entry.get('stack')} is not {stack}"
     for pin, want in (("torch", torch), ("aiter", aiter)):
         if not _pin_matches(report.entry.get(pin), want):
             return f"{pin} {report.entry.get(pin)} does not match {want}"
@@ -1434,14 +1479,19 @@ def find_validated(
     torch: str | None = None,
     aiter: str | None = None,
     *,
+    stack: str | None = None,
+    build_prefixes: Sequence[str] = (),
     client: RegistryClient | None = None,
     insecure: bool | None = None,
     accept: Callable[[str, Mapping[str, Any]], str | None] | None = None,
 ) -> tuple[PullResult, list[str]]:
-    """The newest (by report time) image of `gpu` whose verified report passed and matches the pins; no pull."""
+    """The newest (by report time) image of `gpu` (and `stack`) whose verified report passed and matches the pins;
+    no pull. Candidates: tags starting with `<gpu>-` (its validated tags) and with each of `build_prefixes` (content
+    tags of the builds the GPU runs: `gfx950-`, `cpu-`), so an older image a pin asks for is found too."""
     client, name = (client, split_repository(repository)[1]) if client else client_for(repository, insecure)
     by_digest: dict[str, list[str]] = {}
-    for tag in sorted(t for t in client.list_tags(name) if t.startswith(f"{gpu}-")):
+    prefixes = (f"{gpu}-", *(f"{prefix}-" for prefix in build_prefixes))
+    for tag in sorted(t for t in client.list_tags(name) if t.startswith(prefixes)):
         head = client.head_manifest(name, tag)
         if head:
             by_digest.setdefault(head.digest, []).append(tag)
@@ -1450,12 +1500,12 @@ def find_validated(
     bound = client.time_bound()
     for digest, tags in by_digest.items():
         where = f"{tags[0]}@{digest[:19]}"
-        reports, skipped = attached_reports(client, name, digest, _passing_on(gpu))
+        reports, skipped = attached_reports(client, name, digest, _passing_on(gpu, stack))
         notes += [f"{where}: {why}" for why in skipped]
         if not reports and not skipped:
             notes.append(f"{where}: no report attached")
         for report in reports:
-            problem = _candidate_problem(report, gpu, torch, aiter) or ahead_of_registry(report, bound)
+            problem = _candidate_problem(report, gpu, torch, aiter, stack) or ahead_of_registry(report, bound)
             if problem is None and accept is not None:  # rocmci.attest.PullVerifier: only signed reports (issue 14)
                 problem = accept(digest, report.documents.record)
             if problem:
@@ -1463,7 +1513,7 @@ def find_validated(
             elif best is None or report_order(report) > report_order(best):
                 best = report
     if best is None:
-        pins = "".join(f", {k} {v}" for k, v in (("torch", torch), ("aiter", aiter)) if v)
+        pins = "".join(f", {k} {v}" for k, v in (("stack", stack), ("torch", torch), ("aiter", aiter)) if v)
         listed = "; ".join(notes) if notes else f"no tags starting with {gpu}-"
         raise RegistryError(f"no image of {repository} passed on {gpu}{pins} ({len(by_digest)} candidates: {listed})")
     report, digest = best, best.subject_digest
@@ -1486,22 +1536,28 @@ def pull(
     torch: str | None = None,
     aiter: str | None = None,
     *,
+    stack: str | None = None,
+    build_prefixes: Sequence[str] = (),
     engine: docker.DockerClient | None = None,
     client: RegistryClient | None = None,
     insecure: bool | None = None,
     log: Log = _stderr,
     verifier: PullVerifier | None = None,
 ) -> PullResult:
-    """Find the newest validated image for `gpu` (and pins) and pull it by digest (rocmci.lock writes lock files)."""
+    """Find the newest validated image for `gpu` (and stack, pins) and pull it by digest (rocmci.lock writes lock files)."""
     split_repository(repository)
     client = client or client_for(repository, insecure)[0]
-    found, notes = find_validated(repository, gpu, torch, aiter, client=client, accept=verifier)
+    found, notes = find_validated(
+        repository, gpu, torch, aiter, stack=stack, build_prefixes=build_prefixes, client=client, accept=verifier
+    )
     if verifier:
         found = replace(found, attestation=verifier.lock_entry(found.digest))
     for note in notes:
         if "rejected" in note or "not trusted" in note:
             log(f"pull: {note}")
     log(f"pull: {found.reference} (tags {', '.join(found.tags)}; report {found.report_time}, {found.entry.get('id')})")
+    if not stack:
+        log(f"pull: stack {found.entry.get('stack')}: the newest pass of any stack on {gpu}; --stack keeps to one stack")
     if engine is None:
         from rocmci.engine import docker_client
 

@@ -154,8 +154,9 @@ def built_images(engine, test_repository, wheelhouse, fixture_wheels, tmp_path_f
         tmp_path_factory.mktemp("matrix") / "fixture.yaml", test_repository, fixture_wheels, ["fixture-good", "fixture-bad"]
     )
     fixture_plan = load_plan(matrix_file)
-    results = {r.entry_id: r for r in build_entries(local_plan, local_plan.select("local"), options)}
-    results |= {r.entry_id: r for r in build_entries(fixture_plan, list(fixture_plan.entries), options)}
+    built = build_entries(local_plan, local_plan.select("local"), options)
+    built += build_entries(fixture_plan, list(fixture_plan.entries), options)
+    results = {entry_id: r for r in built for entry_id in r.entries}
     failed = {k: (r.detail, r.log) for k, r in results.items() if r.status == "failed"}
     assert not failed, failed
     return BuiltImages(test_repository, local_plan, fixture_plan, results)

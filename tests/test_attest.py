@@ -90,13 +90,14 @@ def record(
     graph_us: float | None = 10.0,
     bandwidth_frac: float | None = 0.5,
     pin: str = "rocm7.2-torch2.13.0-aiter0.1.20",
+    stack: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A compat record and in-toto statement of report.entry_documents' contract, with test-written figures."""
     entry_id = f"{gpu}-{pin}"
     k_norm = {"impl": "aiter-ck", "tokens": 8192, "hidden": 128, "dtype": "bf16", "graph_us": graph_us}
     rec = {
         "test_fixture": FIXTURE_MARK,
-        "entry": {"id": entry_id, "gpu": gpu, "torch": "2.13.0", "aiter": "0.1.20"},
+        "entry": {"id": entry_id, "gpu": gpu, "torch": "2.13.0", "aiter": "0.1.20"} | ({"stack": stack} if stack else {}),
         "image": {"ref": f"{repository}:{entry_id}", "digest": digest},
         "subject": {"name": repository, "digest": digest},
         "verdict": verdict,
@@ -126,7 +127,8 @@ def publish(
     ref = f"{repository}:{tag}-local"
     build_image(engine, ref, f"{tag} {uuid.uuid4()}")
     gpu = fields.get("gpu", "mi355x")
-    item = registry.PublishItem(entry_id=tag, gpu=gpu, local_ref=ref, tag=tag, entry_dir=tmp_path / tag)
+    stack = fields.get("stack")
+    item = registry.PublishItem(entry_id=tag, gpu=gpu, local_ref=ref, tag=tag, entry_dir=tmp_path / tag, stack=stack)
     client, _ = registry.client_for(repository)
     (result,) = registry.publish(
         [item],
@@ -442,6 +444,25 @@ def test_regression_gate_and_history(engine, repository, tmp_path) -> None:
     assert section.count("<circle") == 6 and "mi355x-rocm7.2-torch2.13.0-aiter0.1.20" in section
     write_all(tmp_path / "reports", [])
     assert section in (tmp_path / "reports" / "index.html").read_text()
+
+
+def test_regression_gate_compares_within_one_stack(engine, repository, tmp_path) -> None:
+    """Another stack's figures are no baseline: a slower stack is promoted to its own tag, then gated against it."""
+    hooks = PublishHooks(gate=history.RegressionGate.from_plan(load_plan()))
+    fast = publish(engine, repository, tmp_path, "a-fast", hooks, when="2026-11-01T00:00:00Z", graph_us=10.0, stack="torch2.13")
+    assert fast.moved_tags == ("mi355x-torch2.13-validated", "mi355x-validated"), fast
+    other = dict(when="2026-11-02T00:00:00Z", graph_us=20.0, bandwidth_frac=0.25, pin="rocm7.1-torch2.12.0-aiter0.1.20")
+    slow_stack = publish(engine, repository, tmp_path, "b-other", hooks, stack="torch2.12", **other)
+    assert slow_stack.moved and "regression" not in slow_stack.reason, slow_stack
+    worse = dict(other, when="2026-11-03T00:00:00Z", graph_us=21.5, bandwidth_frac=0.2326)
+    gated = publish(engine, repository, tmp_path, "b-worse", hooks, stack="torch2.12", **worse)
+    assert not gated.moved and "k_norm latency +7.5%" in gated.reason and "validated 20.00 us" in gated.reason
+    client, name = registry.client_for(repository)
+    on = {tag: client.head_manifest(name, tag).digest for tag in ("mi355x-torch2.13-validated", "mi355x-torch2.12-validated")}
+    assert on == {
+        "mi355x-torch2.13-validated": fast.reference.split("@")[1],
+        "mi355x-torch2.12-validated": slow_stack.reference.split("@")[1],
+    }
 
 
 def test_regression_gate_figures() -> None:

@@ -137,3 +137,21 @@ def test_read_lock_errors_are_one_line_each(tmp_path: Path) -> None:
     assert lines and all(line.startswith(f"{partial}: ") for line in lines)
     assert any(": repository: Field required" in line for line in lines)
     assert any(": report: Field required" in line for line in lines)
+
+
+def test_installed_pull_selects_by_stack(installed: Path, registry: str, engine: docker.DockerClient, tmp_path: Path) -> None:
+    repository = unique_repository(registry)
+    client = oci.RegistryClient(registry)
+    try:
+        older = push_with_report(engine, client, repository, "local-a", when="2026-06-01T10:00:00Z", stack="torch2.12")
+        push_with_report(engine, client, repository, "local-b", when="2026-06-02T10:00:00Z", stack="torch2.13")
+        remove_local_images(engine, repository)
+        chosen = run_rocmci(installed, "pull", "--gpu", "local", "--stack", "torch2.12", cwd=tmp_path, registry_env=repository)
+        assert chosen.returncode == 0, chosen.stderr
+        assert chosen.stdout.strip() == f"{repository}@{older.digest}"  # not the newer pass of another stack
+        none = run_rocmci(installed, "pull", "--gpu", "local", "--stack", "torch2.14", cwd=tmp_path, registry_env=repository)
+        assert none.returncode != 0 and "Traceback" not in none.stderr
+        assert f"no image of {repository} passed on local, stack torch2.14 (2 candidates:" in none.stderr
+    finally:
+        cleanup_repository(repository)
+        remove_local_images(engine, repository)

@@ -23,6 +23,7 @@ from rocmci.matrix import (
     BuildContext,
     build_args_for,
     content_hash,
+    github_build_matrix,
     github_matrix,
     load_plan,
     main,
@@ -121,7 +122,7 @@ def test_cli_prints_the_shipped_plan() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert [tag[:-13] for tag in done.stdout.split()] == [entry.id for entry in load_plan(DEFAULT_MATRIX).entries]
+    assert [tag[:-13] for tag in done.stdout.split()] == [entry.build_id for entry in load_plan(DEFAULT_MATRIX).entries]
 
 
 def test_main_handles_missing_file_and_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -239,7 +240,7 @@ def test_shipped_ids_and_tags_are_well_formed() -> None:
     for entry in entries:
         assert ID_RE.fullmatch(entry.id), entry.id
         assert DOCKER_TAG_RE.fullmatch(entry.tag) and len(entry.tag) <= 128, entry.tag
-        assert entry.tag == f"{entry.id}-{entry.content_hash[:12]}"
+        assert entry.tag == f"{entry.build_id}-{entry.content_hash[:12]}"
         assert entry.labels["io.rocmci.content-hash"] == entry.content_hash
         assert entry.image_ref("127.0.0.1:5000/rocmci") == f"127.0.0.1:5000/rocmci:{entry.tag}"
 
@@ -257,6 +258,84 @@ def test_github_matrix_has_every_amd_target_and_local() -> None:
     local = next(item for item in items if item["gpu"] == "local")
     assert local["kind"] == "cpu" and local["runs_on"] == ["ubuntu-latest"] and local["rocm"] is None
     assert github_matrix(plan.select(gpu="mi355x"))["include"][0]["runs_on"] == ["self-hosted", "linux", "mi355x"]
+
+
+# ---------------------------------------------------------------- one image per stack and gfx
+
+
+def test_gpu_models_of_one_gfx_share_one_build_per_stack(context_root: Path) -> None:
+    plan = load_plan(DEFAULT_MATRIX, context_root=context_root)
+    by_pair = {(e.gpu, e.stack_name): e for e in plan.entries}
+    for stack in ("rocm7.1-torch2.12", "rocm7.2-torch2.13"):
+        for first, second in (("mi300x", "mi325x"), ("mi350x", "mi355x")):
+            a, b = by_pair[(first, stack)], by_pair[(second, stack)]
+            assert a.id != b.id and a.validated_tag != b.validated_tag
+            assert (a.tag, a.content_hash, a.build_args, a.labels) == (b.tag, b.content_hash, b.build_args, b.labels)
+            assert a.tag.startswith(f"{a.gfx}-rocm")
+        assert by_pair[("mi300x", stack)].tag != by_pair[("mi355x", stack)].tag  # another gfx, another image
+    assert by_pair[("mi300x", "rocm7.1-torch2.12")].tag != by_pair[("mi300x", "rocm7.2-torch2.13")].tag
+    # No GPU model in what is hashed or labelled: the image is the stack's build for a gfx.
+    for entry in plan.entries:
+        assert not any(entry.gpu in value for value in (*entry.build_args.values(), *entry.labels.values())), entry.id
+        assert entry.validated_tag == f"{entry.gpu}-{entry.stack_name}-validated"
+        assert DOCKER_TAG_RE.fullmatch(entry.validated_tag)
+
+
+def test_renaming_a_gpu_model_keeps_the_content_hash(tmp_path: Path, context_root: Path) -> None:
+    before = tags_by_pair(DEFAULT_MATRIX, context_root)
+    document = shipped()
+    document["targets"]["mi355x-oam"] = document["targets"].pop("mi355x")
+    document["matrix"]["gpu"] = [g if g != "mi355x" else "mi355x-oam" for g in document["matrix"]["gpu"]]
+    after = tags_by_pair(write_matrix(tmp_path, document), context_root)
+    assert after[("mi355x-oam", "rocm7.2-torch2.13")] == before[("mi355x", "rocm7.2-torch2.13")]
+    # The gfx is what goes into the image: a model moved to another gfx gets another build.
+    document["targets"]["mi355x-oam"]["gfx"] = "gfx942"
+    moved = tags_by_pair(write_matrix(tmp_path, document), context_root)
+    assert moved[("mi355x-oam", "rocm7.2-torch2.13")] == before[("mi300x", "rocm7.2-torch2.13")]
+
+
+def test_two_cpu_targets_share_one_build_and_the_build_matrix_lists_them(tmp_path: Path, context_root: Path) -> None:
+    document = shipped()
+    document["targets"]["local2"] = copy.deepcopy(document["targets"]["local"])
+    document["matrix"]["include"].append({"gpu": "local2", "stack": "local"})
+    plan = load_plan(write_matrix(tmp_path, document), context_root=context_root)
+    local, local2 = (next(e for e in plan.entries if e.gpu == gpu) for gpu in ("local", "local2"))
+    assert local.tag == local2.tag and local.build_id == "cpu-torch2.13.0-aiter0.1.7.post2.dev18"
+    builds = json.loads(json.dumps(github_build_matrix(plan.entries)))["include"]
+    assert len(builds) == 5 and len(plan.entries) == 10
+    cpu = next(item for item in builds if item["kind"] == "cpu")
+    assert cpu["entries"] == [local.id, local2.id] and cpu["gpus"] == ["local", "local2"] and cpu["tag"] == local.tag
+    gfx950 = [item for item in builds if item["gfx"] == "gfx950"]
+    assert sorted(len(item["entries"]) for item in gfx950) == [2, 2]
+    assert all(item["gpus"] == ["mi350x", "mi355x"] for item in gfx950)
+
+
+def test_validated_tags_that_would_name_two_pairs_are_refused(tmp_path: Path) -> None:
+    document = shipped()
+    document["targets"]["local-b"] = copy.deepcopy(document["targets"]["local"])
+    document["targets"]["local-local"] = copy.deepcopy(document["targets"]["local"])
+    document["stacks"]["b-local"] = copy.deepcopy(document["stacks"]["local"]) | {"aiter": {"pypi": "0.1.8"}}
+    document["matrix"]["include"] += [
+        {"gpu": "local-b", "stack": "local"},
+        {"gpu": "local", "stack": "b-local"},
+        {"gpu": "local-local", "stack": "b-local"},
+    ]
+    with pytest.raises(MatrixError) as info:
+        load_plan(write_matrix(tmp_path, document))
+    lines = [str(problem) for problem in info.value.problems]
+    where = f"{tmp_path / 'matrix.yaml'}:[0-9]+: matrix"
+    assert any(
+        re.fullmatch(
+            rf"{where}\.include\[2\]: validated tag 'local-b-local-validated' would name both local-b x local and "
+            r"local x b-local: expected one tag per GPU x stack \(rename one\)",
+            line,
+        )
+        for line in lines
+    ), lines
+    # `<gpu>-validated` of GPU model local-local is local x local's stack tag.
+    assert any(
+        re.match(rf"{where}.*'local-local-validated' would name both local-local and local x local", line) for line in lines
+    ), lines
 
 
 PRINT_TAGS = "import sys; from pathlib import Path; from rocmci.matrix import load_plan; "
@@ -331,7 +410,7 @@ def test_fixture_flag_changes_the_tag(tmp_path: Path, context_root: Path) -> Non
 
 def test_changing_any_build_arg_or_the_context_gives_a_new_hash(context_root: Path) -> None:
     entry = load_plan(DEFAULT_MATRIX, context_root=context_root).entries[0]
-    args = build_args_for(entry.gpu, entry.target, entry.stack)
+    args = build_args_for(entry.target, entry.stack)
     assert args == entry.build_args
     digest = BuildContext(context_root).digest
     assert content_hash(args, digest) == entry.content_hash
@@ -435,7 +514,9 @@ def test_benchmark_matrix_expands_to_1000_entries_with_valid_unique_tags(tmp_pat
         path.write_text(bench.generate(layout))
         entries = load_plan(path).entries
         assert len(entries) == 1000
-        assert len({entry.tag for entry in entries}) == 1000
+        assert len({entry.id for entry in entries}) == 1000
+        # One image per stack and gfx: entries of GPU models with the same gfx share a tag.
+        assert len({entry.tag for entry in entries}) == len({(entry.stack_name, entry.gfx or "cpu") for entry in entries})
         assert all(DOCKER_TAG_RE.fullmatch(entry.tag) for entry in entries)
 
 

@@ -86,6 +86,7 @@ def documents(
     aiter: str = "0.1.20",
     entry_id: str | None = None,
     names: str | None = None,
+    stack: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Hand-written documents of report.entry_documents' contract; `names` makes them claim another image."""
     named = names or digest
@@ -96,7 +97,8 @@ def documents(
         "scope": "cpu-only",
         "reasons": [] if verdict == "pass" else [f"smoke: k_norm bf16 case {verdict}"],
         "report_time": when,
-        "entry": {"id": entry_id, "gpu": gpu, "gfx": None, "torch": torch, "aiter": aiter, "rocm": None, "python": "3.11"},
+        "entry": {"id": entry_id, "gpu": gpu, "gfx": None, "torch": torch, "aiter": aiter, "rocm": None, "python": "3.11"}
+        | ({"stack": stack} if stack else {}),
         "image": {"digest": named},
     }
     statement = {
@@ -340,10 +342,12 @@ def name_of(repository: str) -> str:
     return registry.split_repository(repository)[1]
 
 
-def item_for(engine: docker.DockerClient, repository: str, tag: str, tmp_path: Path, gpu: str = "local") -> registry.PublishItem:
+def item_for(
+    engine: docker.DockerClient, repository: str, tag: str, tmp_path: Path, gpu: str = "local", stack: str | None = None
+) -> registry.PublishItem:
     ref = f"{repository}:{tag}"
     build_image(engine, ref, f"{tag} {uuid.uuid4().hex}\n")
-    return registry.PublishItem(entry_id=tag, gpu=gpu, local_ref=ref, tag=tag, entry_dir=tmp_path / tag)
+    return registry.PublishItem(entry_id=tag, gpu=gpu, local_ref=ref, tag=tag, entry_dir=tmp_path / tag, stack=stack)
 
 
 def documents_by_tag(spec: dict[str, dict[str, Any]]) -> registry.DocumentsFor:
@@ -352,7 +356,9 @@ def documents_by_tag(spec: dict[str, dict[str, Any]]) -> registry.DocumentsFor:
     def documents_for(
         item: registry.PublishItem, digest: str, _repository: str, report_time: str
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return documents(digest, gpu=item.gpu, entry_id=item.entry_id, **({"when": report_time} | spec[item.tag]))
+        return documents(
+            digest, gpu=item.gpu, entry_id=item.entry_id, stack=item.stack, **({"when": report_time} | spec[item.tag])
+        )
 
     return documents_for
 
@@ -613,6 +619,76 @@ def test_pull_picks_newest_passing_report_not_last_tag(
     yaml_lock = tmp_path / "lock.yaml"
     write_lock(locked, yaml_lock)
     assert "reference: " + result.reference in yaml_lock.read_text()
+
+
+@pytest.mark.registry
+@pytest.mark.docker
+def test_each_stack_keeps_its_own_validated_tag_and_pull_selects_by_stack(
+    engine: docker.DockerClient, repo: str, client: registry.RegistryClient, tmp_path: Path
+) -> None:
+    name = name_of(repo)
+    old_a = item_for(engine, repo, "a-1", tmp_path, stack="torch2.12")
+    new_b = item_for(engine, repo, "b-1", tmp_path, stack="torch2.13")
+    new_a = item_for(engine, repo, "a-2", tmp_path, stack="torch2.12")
+    spec = {
+        "a-1": {"when": "2026-09-01T00:00:00Z", "torch": "2.12.0"},
+        "b-1": {"when": "2026-09-02T00:00:00Z", "torch": "2.13.0"},
+        "a-2": {"when": "2026-09-03T00:00:00Z", "torch": "2.12.0"},
+    }
+    published = {}
+    for item in (old_a, new_b):
+        (published[item.tag],) = registry.publish(
+            [item], repo, documents_for=documents_by_tag(spec), engine=engine, client=client
+        )
+    digest = {tag: (result.reference or "").split("@")[1] for tag, result in published.items()}
+    assert published["a-1"].moved_tags == ("local-torch2.12-validated", "local-validated")
+    assert published["b-1"].moved_tags == ("local-torch2.13-validated", "local-validated")
+    assert published["b-1"].validated_tag == "local-torch2.13-validated"
+    on = {tag: client.head_manifest(name, tag).digest for tag in client.list_tags(name) if tag.endswith("-validated")}
+    # The newer torch 2.13 pass moved the GPU tag, never the torch 2.12 stack's tag.
+    assert on == {
+        "local-torch2.12-validated": digest["a-1"],
+        "local-torch2.13-validated": digest["b-1"],
+        "local-validated": digest["b-1"],
+    }
+    [report] = client.referrers(name, digest["b-1"], registry.REPORT_ARTIFACT_TYPE)
+    assert report.annotations["io.rocmci.stack"] == "torch2.13"
+
+    (published["a-2"],) = registry.publish([new_a], repo, documents_for=documents_by_tag(spec), engine=engine, client=client)
+    digest["a-2"] = (published["a-2"].reference or "").split("@")[1]
+    on = {tag: client.head_manifest(name, tag).digest for tag in client.list_tags(name) if tag.endswith("-validated")}
+    assert on == {
+        "local-torch2.12-validated": digest["a-2"],
+        "local-torch2.13-validated": digest["b-1"],
+        "local-validated": digest["a-2"],
+    }
+
+    # An older report of a stack never takes that stack's tag back.
+    older = registry.read_report(
+        client, name, digest["a-1"], client.referrers(name, digest["a-1"], registry.REPORT_ARTIFACT_TYPE)[0]
+    )
+    stays = registry.move_validated_tag(client, name, "local", digest["a-1"], older, stack="torch2.12")
+    assert not stays.moved and "newer than ours" in stays.reason
+    wrong = registry.move_validated_tag(client, name, "local", digest["a-1"], older, stack="torch2.13")
+    assert not wrong.moved and "not a pass on local x torch2.13" in wrong.reason
+
+    remove_local_images(engine, repo)
+    lines, log = collect()
+    # Content tags start with the build (gfx950-..., cpu-...): build_prefixes lists them with the GPU's own tags.
+    pulled = registry.pull(repo, "local", stack="torch2.13", build_prefixes=("b",), engine=engine, client=client, log=log)
+    assert pulled.digest == digest["b-1"] and pulled.entry["stack"] == "torch2.13"
+    assert set(pulled.tags) == {"local-torch2.13-validated", "b-1"}
+    assert not any("--stack keeps to one stack" in line for line in lines)
+    newest = registry.pull(repo, "local", engine=engine, client=client, log=log)
+    assert newest.digest == digest["a-2"]
+    assert any("stack torch2.12: the newest pass of any stack on local; --stack keeps to one stack" in line for line in lines)
+    pinned, _ = registry.find_validated(repo, "local", stack="torch2.12", torch="2.12", client=client)
+    assert pinned.digest == digest["a-2"]
+    with pytest.raises(
+        RegistryError,
+        match=r"passed on local, stack torch2.14 \(2 candidates: .*report is for stack torch2.12; .*report is for stack torch2.13\)",
+    ):
+        registry.find_validated(repo, "local", stack="torch2.14", client=client)
 
 
 @pytest.mark.registry
@@ -892,7 +968,9 @@ def test_publish_items_from_the_plan_then_pull(
 
     items = registry.publish_items(plan.select(), reports, plan.repository)
     by_id = {item.entry_id: item for item in items}
-    assert by_id[local.id] == registry.PublishItem(local.id, "local", validated_ref, local.tag, reports / local.id, image_id)
+    assert by_id[local.id] == registry.PublishItem(
+        local.id, "local", validated_ref, local.tag, reports / local.id, image_id, stack="local"
+    )
 
     # A result validated under another tag (the inputs changed since) is never published.
     (reports / local.id / "result.json").write_text(json.dumps({**result, "entry": {"tag": "local-cpu-old-000000000000"}}))
@@ -908,9 +986,11 @@ def test_publish_items_from_the_plan_then_pull(
         item: registry.PublishItem, digest: str, repository: str, _report_time: str
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         assert repository == repo and item.entry_dir == reports / local.id
-        return documents(digest, entry_id=item.entry_id, torch="2.13.0", aiter="0.1.7.post2.dev18")
+        return documents(digest, entry_id=item.entry_id, torch="2.13.0", aiter="0.1.7.post2.dev18", stack=item.stack)
 
     (result,) = registry.publish([by_id[local.id]], repo, documents_for=documents_for, engine=engine, client=client, log=print)
     assert result.status == "published" and result.moved and result.tag == local.tag
-    pulled = registry.pull(repo, "local", torch="2.13", aiter="0.1.7", engine=engine, client=client)
-    assert pulled.reference == result.reference and set(pulled.tags) == {local.tag, "local-validated"}
+    assert result.moved_tags == ("local-local-validated", "local-validated")
+    pulled = registry.pull(repo, "local", torch="2.13", aiter="0.1.7", build_prefixes=("cpu",), engine=engine, client=client)
+    assert pulled.reference == result.reference
+    assert set(pulled.tags) == {local.tag, "local-local-validated", "local-validated"}

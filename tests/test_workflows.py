@@ -189,9 +189,16 @@ def test_images_pipeline_shape() -> None:
     assert "concurrency" in doc
     assert set(jobs) >= {"plan", "build", "validate", "report", "publish"}
     assert jobs["plan"]["outputs"]["matrix"] == "${{ steps.plan.outputs.matrix }}"
+    assert jobs["plan"]["outputs"]["builds"] == "${{ steps.plan.outputs.builds }}"
     for name in ("build", "validate", "publish"):
         assert jobs[name]["strategy"]["fail-fast"] is False
-        assert jobs[name]["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+        # One build job per shared image (stack x gfx); validation and publishing per entry (GPU model x stack).
+        wanted = "builds" if name == "build" else "matrix"
+        assert jobs[name]["strategy"]["matrix"] == f"${{{{ fromJSON(needs.plan.outputs.{wanted}) }}}}"
+    image_artifacts = [
+        s["with"]["name"] for j in ("build", "validate", "publish") for s in jobs[j]["steps"] if "image-" in str(s)
+    ]
+    assert image_artifacts and set(image_artifacts) == {"image-${{ matrix.build }}"}, image_artifacts
     assert jobs["validate"]["runs-on"] == "${{ matrix.runs_on }}"
     assert jobs["build"]["runs-on"] == "ubuntu-latest"
     assert "refs/heads/main" in jobs["publish"]["if"] and "pull_request" in jobs["publish"]["if"]
@@ -199,7 +206,7 @@ def test_images_pipeline_shape() -> None:
         cleanups = [s for s in jobs[name]["steps"] if "invoke clean" in s.get("run", "")]
         assert cleanups and all(s.get("if") == "always()" for s in cleanups), f"{name} lacks an always() cleanup"
     plan_script = next(s["run"] for s in jobs["plan"]["steps"] if s.get("id") == "plan")
-    assert "invoke matrix" in plan_script and "--json" in plan_script
+    assert "invoke matrix" in plan_script and "--json" in plan_script and "--builds" in plan_script
 
 
 @pytest.mark.parametrize(
