@@ -9,7 +9,18 @@ from typing import Any
 from invoke import Exit, Task
 from invoke import task as invoke_task
 
-from rocmci import cli
+
+class _Cli:
+    """rocmci.cli, imported only when a task runs: `invoke --list` needs none of what it imports (docker, requests,
+    pydantic, yaml), so listing the tasks stays fast."""
+
+    def __getattr__(self, name: str) -> Any:
+        from rocmci import cli as module
+
+        return getattr(module, name)
+
+
+cli = _Cli()
 
 # One short flag, one meaning, in every task. invoke would otherwise give each option the first free letter of its
 # name, task by task (-r was --reports in one task and --registry in others); every other option is long only.

@@ -22,6 +22,24 @@ def test_every_task_is_listed_with_one_line():
         assert f"  {name} " in out, name
 
 
+LISTING = """\
+import sys
+from invoke.main import program
+try:
+    program.run(["invoke", "--list"], exit=False)
+finally:
+    heavy = ("docker", "requests", "pydantic", "rocmci.cli", "rocmci.matrix", "rocmci.build")
+    print("imported:" + ",".join(sorted(name for name in heavy if name in sys.modules)), file=sys.stderr)
+"""
+
+
+def test_listing_tasks_imports_no_heavy_module():
+    """`invoke --list` starts fast: the Docker SDK, requests, pydantic and rocmci's stages load only when a task runs."""
+    listed = subprocess.run([sys.executable, "-c", LISTING], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert "  matrix " in listed.stdout, listed.stderr
+    assert listed.stderr.strip().splitlines()[-1:] == ["imported:"], listed.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
