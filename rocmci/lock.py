@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rocmci.registry import AttachedReport, PullResult, RegistryClient
 
 LOCK_SCHEMA = "rocmci.lock/v2"
+LOCKED_PINS = ("id", "gpu", "gfx", "rocm", "python", "torch", "aiter", "stack")  # from the report's entry record
 Scope = Literal["gpu", "cpu-only"]
 
 
@@ -84,10 +85,23 @@ def lock_for(result: PullResult, client: RegistryClient) -> Lock:
     report = find_report(client, name, result.digest, result.report_digest)
     if report is None:
         raise RegistryError(f"the report {result.report_digest} of {result.reference} is no longer attached: pull again")
-    data = result.lock()
-    data["schema"] = LOCK_SCHEMA
-    data["report"] = {**data["report"], "verdict": report.verdict, "scope": report.documents.record.get("scope")}
-    data["pins"] = {key: None if value is None else str(value) for key, value in data["pins"].items()}
+    pins = {key: result.entry.get(key) for key in LOCKED_PINS if key in result.entry}
+    data = {
+        "schema": LOCK_SCHEMA,
+        "repository": result.repository,
+        "gpu": result.gpu,
+        "reference": result.reference,
+        "digest": result.digest,
+        "tags": list(result.tags),
+        "pins": {key: None if value is None else str(value) for key, value in pins.items()},
+        "report": {
+            "digest": result.report_digest,
+            "artifactType": registry.REPORT_ARTIFACT_TYPE,
+            "report_time": result.report_time,
+            "verdict": report.verdict,
+            "scope": report.documents.record.get("scope"),
+        },
+    } | ({"attestation": dict(result.attestation)} if result.attestation else {})
     try:
         return Lock.model_validate(data)
     except ValidationError as exc:

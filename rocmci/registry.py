@@ -1430,26 +1430,6 @@ class PullResult:
     rejected: tuple[str, ...] = ()
     attestation: Mapping[str, Any] | None = None  # the verified signed attestation (pull --verify)
 
-    def lock(self) -> dict[str, Any]:
-        pins = {
-            k: self.entry.get(k) for k in ("id", "gpu", "gfx", "rocm", "python", "torch", "aiter", "stack") if k in self.entry
-        }
-        return {
-            "schema": "rocmci.lock/v2",
-            "repository": self.repository,
-            "gpu": self.gpu,
-            "reference": self.reference,
-            "digest": self.digest,
-            "tags": list(self.tags),
-            "pins": pins,
-            "report": {
-                "digest": self.report_digest,
-                "artifactType": REPORT_ARTIFACT_TYPE,
-                "report_time": self.report_time,
-                "verdict": "pass",
-            },
-        } | ({"attestation": dict(self.attestation)} if self.attestation else {})
-
 
 def _pin_matches(have: Any, want: str | None) -> bool:
     if not want:
