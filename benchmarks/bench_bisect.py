@@ -28,9 +28,9 @@ from test_bisect import private_base, write_matrix  # noqa: E402
 from rocmci import bisect  # noqa: E402
 from rocmci.build import BuildOptions, build_entries  # noqa: E402
 from rocmci.engine import docker_client  # noqa: E402
-from rocmci.matrix import load_plan  # noqa: E402
+from rocmci.plan import load_plan  # noqa: E402
 from rocmci.report import verdict_for  # noqa: E402
-from rocmci.run import RunOptions, validate_entries  # noqa: E402
+from rocmci.validate import RunOptions, validate_entries  # noqa: E402
 
 GOOD, BAD = "0.1.10", "0.1.14"
 # One build file-server port for every build here: it is a build arg of the first RUN, so both sides share layers.

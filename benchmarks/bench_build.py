@@ -35,7 +35,7 @@ from rocmci.build import (
     fill_wheelhouse,
 )
 from rocmci.engine import docker_client
-from rocmci.matrix import ROOT, Entry, Plan, load_plan
+from rocmci.plan import ROOT, Entry, Plan, load_plan
 from rocmci.progress import Progress
 
 BENCH_PORT = 5170

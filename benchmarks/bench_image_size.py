@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from rocmci.engine import docker_client
-from rocmci.matrix import load_plan
+from rocmci.plan import load_plan
 
 # What a careless build leaves behind: pip's and apt's caches, temp files, aiter source trees, bytecode of the build.
 LEFTOVERS = "/root/.cache /var/cache/apt/archives /var/lib/apt/lists /tmp /opt/rocmci/aiter-src"

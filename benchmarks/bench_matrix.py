@@ -23,7 +23,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rocmci import matrix as rocmci_matrix
+from rocmci import plan as rocmci_matrix
 
 BUDGET_S = 1.0
 AMD_TARGETS = {"mi300x": ("gfx942", 5.3), "mi325x": ("gfx942", 6.0), "mi350x": ("gfx950", 8.0), "mi355x": ("gfx950", 8.0)}

@@ -28,7 +28,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field
 
 from rocmci.errors import RocmciError
-from rocmci.matrix import Entry, Plan, variant_entry
+from rocmci.plan import Entry, Plan, variant_entry
 from rocmci.progress import Progress, table
 
 if TYPE_CHECKING:
@@ -440,7 +440,7 @@ class Stepper:
     validated: int = 0
 
     def run(self, entry: Entry, pin: str) -> StepRecord:
-        from rocmci import build, run
+        from rocmci import build, validate
 
         assert self.server is not None, "Stepper.run needs the build file server"
         result = build.build_entry(entry, self.build_options, self.server, self.backend, self.progress)
@@ -452,8 +452,10 @@ class Stepper:
         validation = None
         if result.status != "failed":
             started = time.monotonic()
-            options = run.RunOptions(repository=self.build_options.repository, reports_dir=self.reports_dir, pull_missing=False)
-            run.validate_entry(entry, options, self.progress)
+            options = validate.RunOptions(
+                repository=self.build_options.repository, reports_dir=self.reports_dir, pull_missing=False
+            )
+            validate.validate_entry(entry, options, self.progress)
             self.validated += 1
             validation = validation_record(entry, self.reports_dir / entry.id, time.monotonic() - started)
         return StepRecord(pin=pin, entry_id=entry.id, tag=entry.tag, build=build_record, validation=validation, finished=_now())

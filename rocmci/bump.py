@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rocmci.bisect import Axis, BisectError, Stepper, StepRecord, _stack_entry, candidates_for
 from rocmci.errors import MatrixError, RocmciError
-from rocmci.matrix import Entry, Plan, parse_matrix, variant_entry
+from rocmci.plan import Entry, Plan, parse_matrix, variant_entry
 from rocmci.progress import Progress, table
 
 if TYPE_CHECKING:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from rocmci import build, run
+from rocmci import build
+from rocmci import validate as validating
 from rocmci.errors import RocmciError
-from rocmci.matrix import Entry, Plan, github_build_matrix, github_matrix, load_plan, shared_builds
+from rocmci.plan import Entry, Plan, github_build_matrix, github_matrix, load_plan, shared_builds
 from rocmci.progress import Progress, table
 
 P = ParamSpec("P")
@@ -183,9 +184,9 @@ def build_images(
 @reports_errors
 def validate(file: str | None, gpu: str | None, entry: str | None, registry: str | None, reports_dir: str) -> None:
     plan, entries = _for_gpu(file, gpu, entry)
-    options = run.RunOptions(repository=repository_for(plan, registry), reports_dir=Path(reports_dir))
-    results = run.validate_entries(plan, entries, options, _progress(entries))
-    print("\n" + run.summary(results))
+    options = validating.RunOptions(repository=repository_for(plan, registry), reports_dir=Path(reports_dir))
+    results = validating.validate_entries(plan, entries, options, _progress(entries))
+    print("\n" + validating.summary(results))
     print("verdicts come from `invoke report`; a finished run is not a pass")
     if any(r.status != "ok" for r in results):
         raise TaskFailed(1)
@@ -228,7 +229,7 @@ def _exit_with(code: int) -> None:
 
 @reports_errors
 def doctor(file: str | None, gpu: str | None, image: str | None, min_free_gb: str | None, as_json: bool) -> None:
-    from rocmci.doctor import doctor_command
+    from rocmci.runner.doctor import doctor_command
 
     min_free = _number("--min-free-gb", min_free_gb, float)
     if min_free is None:
@@ -238,7 +239,7 @@ def doctor(file: str | None, gpu: str | None, image: str | None, min_free_gb: st
 
 @reports_errors
 def clean(keep: str | int | None, stop_timeout: str | None, entry: str | None, dry_run: bool) -> None:
-    from rocmci.clean import DEFAULT_KEEP, clean_command
+    from rocmci.runner.clean import DEFAULT_KEEP, clean_command
 
     # tasks.py passes the flag as text (an int default would make invoke convert it, with a traceback on `abc`)
     keep_count = _number("--keep", keep, int)
@@ -293,7 +294,7 @@ def _publish_hooks(plan: Plan, sign: bool, key: str | None):
 def _record_digests(reports: Path, results: list) -> None:
     for result in results:
         if result.status == "published" and result.reference:
-            run.record_published_digest(reports / result.entry_id, result.reference.rsplit("@", 1)[1])
+            validating.record_published_digest(reports / result.entry_id, result.reference.rsplit("@", 1)[1])
 
 
 @reports_errors
@@ -401,7 +402,10 @@ def pipeline(
     runnable = [e for e in entries if built[e.id].status != "failed"]
     reports = Path(reports_dir)
     ran = (
-        {r.entry_id: r for r in run.validate_entries(plan, runnable, run.RunOptions(plan.repository, reports), progress)}
+        {
+            r.entry_id: r
+            for r in validating.validate_entries(plan, runnable, validating.RunOptions(plan.repository, reports), progress)
+        }
         if runnable
         else {}
     )

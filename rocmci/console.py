@@ -33,7 +33,7 @@ def repository_from(option: str | None, env: dict[str, str] | os._Environ[str] =
 
 def _pull(args: argparse.Namespace) -> int:
     from rocmci import lock
-    from rocmci.matrix import KNOWN_GPU_GFX
+    from rocmci.plan import KNOWN_GPU_GFX
 
     repository = repository_from(args.registry)
     lock_file = Path(args.lock) if args.lock else None

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rocmci.errors import RocmciError
 
 if TYPE_CHECKING:
-    from rocmci.matrix import Plan
+    from rocmci.plan import Plan
     from rocmci.registry import AttachedReport, RegistryClient, ReportDocuments
 
 HISTORY_SCHEMA = "rocmci.history/v1"

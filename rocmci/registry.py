@@ -36,13 +36,13 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from rocmci.errors import RegistryError, RocmciError
-from rocmci.matrix import validated_tag_for as validated_tag
+from rocmci.plan import validated_tag_for as validated_tag
 
 if TYPE_CHECKING:
     import docker
 
     from rocmci.attest import PublishHooks, PullVerifier
-    from rocmci.matrix import Entry
+    from rocmci.plan import Entry
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -55,7 +55,7 @@ def test_repository(registry: str) -> str:
 def wheelhouse(tmp_path_factory) -> Path:
     """Everything the local stack installs, downloaded on the host (torch 2.13.0 CPU comes from the local wheel)."""
     from rocmci.build import fill_wheelhouse
-    from rocmci.matrix import load_plan
+    from rocmci.plan import load_plan
 
     dest = ROOT / ".cache" / "wheelhouse"
     fill_wheelhouse(load_plan().select("local"), dest, use_torch_index=False)
@@ -146,7 +146,7 @@ class BuiltImages:
 @pytest.fixture(scope="session")
 def built_images(engine, test_repository, wheelhouse, fixture_wheels, tmp_path_factory) -> BuiltImages:
     from rocmci.build import BuildOptions, build_entries
-    from rocmci.matrix import load_plan
+    from rocmci.plan import load_plan
 
     options = BuildOptions.resolve(test_repository, wheelhouse=wheelhouse, log_dir=tmp_path_factory.mktemp("logs"))
     local_plan = load_plan()

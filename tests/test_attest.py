@@ -25,7 +25,7 @@ from test_registry import AUTH_PASSWORD, AUTH_USER, build_image, cleanup_reposit
 
 from rocmci import attest, history, registry
 from rocmci.attest import AttestError, Identity, PublishHooks, Signer
-from rocmci.matrix import load_plan
+from rocmci.plan import load_plan
 from rocmci.report import write_all
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -69,7 +69,7 @@ def private_base(engine, name: str) -> str:
     import io
 
     from rocmci.build import ensure_local_base
-    from rocmci.matrix import BaseImage
+    from rocmci.plan import BaseImage
     from rocmci.progress import Progress
 
     ensure_local_base(BaseImage(name="rocmci/debian", tag="bookworm", local=True), Progress())
@@ -118,7 +118,7 @@ FILESERVER_PORT = str(aiter_series.free_port())
 def warm_layers(engine, series_matrix, wheelhouse, tmp_path_factory):
     """The stack's current entry (aiter 0.1.10), built once: every layer below aiter is then in the engine's cache."""
     from rocmci.build import BuildOptions, build_entries
-    from rocmci.matrix import load_plan
+    from rocmci.plan import load_plan
 
     plan = load_plan(series_matrix)
     options = BuildOptions.resolve(
@@ -389,7 +389,7 @@ def test_bump_proposes_the_newest_release_that_passes_not_the_newest(series_matr
     applied.mkdir()
     (applied / series_matrix.name).write_text(series_matrix.read_text())
     subprocess.run(["git", "apply", "-p1", str(out / "matrix.patch")], cwd=applied, check=True)
-    from rocmci.matrix import load_plan
+    from rocmci.plan import load_plan
 
     [entry] = load_plan(applied / series_matrix.name).entries
     assert entry.stack.aiter.pypi == "0.1.16"
@@ -414,7 +414,7 @@ def test_bump_proposes_the_newest_release_that_passes_not_the_newest(series_matr
 
 def test_a_pypi_pin_may_name_its_index_and_only_a_pypi_pin(tmp_path) -> None:
     from rocmci.errors import MatrixError
-    from rocmci.matrix import load_plan
+    from rocmci.plan import load_plan
 
     good = write_matrix(tmp_path / "ok.yaml", "127.0.0.1:5000/x", "http://127.0.0.1:9/simple/")
     [entry] = load_plan(good).entries
@@ -528,7 +528,7 @@ def test_a_skipped_pin_moves_the_search_to_its_neighbour() -> None:
 
 def test_a_canary_is_an_upstream_branch_head_and_never_a_fork(tmp_path) -> None:
     from rocmci.bump import branch_head, canary_head
-    from rocmci.matrix import load_plan, variant_entry
+    from rocmci.plan import load_plan, variant_entry
 
     repo = tmp_path / "aiter.git"
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)

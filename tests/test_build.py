@@ -22,7 +22,7 @@ from rocmci.build import (
     cached_steps_below_aiter,
     file_server,
 )
-from rocmci.matrix import load_plan
+from rocmci.plan import load_plan
 from rocmci.registry import RegistryClient, tag_exists
 from tests.conftest import ROOT, BuiltImages, FixtureWheels, _fixture_wheel, _unavailable, write_fixture_matrix
 

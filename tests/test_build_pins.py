@@ -118,7 +118,7 @@ def builds(engine, registry, repos: Repos, pins_wheelhouse: Path, tmp_path_facto
     """Four entries built once: the matching commit (Triton from aiter), a commit whose version names another one,
     the torch index's Triton kept by default (aiter's build replaces it anyway), and a clone without tags."""
     from rocmci.build import BuildOptions, build_entries
-    from rocmci.matrix import load_plan
+    from rocmci.plan import load_plan
 
     repository = f"{registry}/rocmci-pins-{uuid.uuid4().hex[:8]}"
     triton_from_aiter = "    triton: {aiter: 3.7.0}\n"
@@ -299,7 +299,7 @@ stacks:
     ],
 )
 def test_matrix_commit_and_triton_fields(aiter: str, triton: str, error: str | None) -> None:
-    from rocmci.matrix import MatrixError, parse_matrix
+    from rocmci.plan import MatrixError, parse_matrix
 
     text = MATRIX.format(aiter=aiter, triton=triton)
     if error is None:

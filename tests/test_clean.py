@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from rocmci.clean import (
+from rocmci.runner.clean import (
     ImageInfo,
     clean,
     clean_command,

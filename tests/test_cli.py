@@ -28,7 +28,7 @@ from invoke.main import program
 try:
     program.run(["invoke", "--list"], exit=False)
 finally:
-    heavy = ("docker", "requests", "pydantic", "rocmci.cli", "rocmci.matrix", "rocmci.build")
+    heavy = ("docker", "requests", "pydantic", "rocmci.cli", "rocmci.plan", "rocmci.build")
     print("imported:" + ",".join(sorted(name for name in heavy if name in sys.modules)), file=sys.stderr)
 """
 

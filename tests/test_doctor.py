@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from rocmci.doctor import (
+from rocmci.runner.doctor import (
     Check,
     DoctorInputs,
     EngineInfo,

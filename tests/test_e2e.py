@@ -87,7 +87,7 @@ def test_two_models_of_one_kind_share_one_build_and_each_get_a_report_and_tags(
     """Two cpu targets (one "kind", as MI350X and MI355X share gfx950) and one stack: one build, two validations,
     two reports on one digest, each model's validated tags; what the workflow does, job by job, through the CLI."""
     from rocmci.build import BuildOptions, build_entries
-    from rocmci.matrix import load_plan
+    from rocmci.plan import load_plan
     from tests.test_registry import cleanup_repository, remove_local_images
 
     repository = f"{registry}/rocmci-test-{uuid.uuid4().hex[:10]}"

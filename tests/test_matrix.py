@@ -1,4 +1,4 @@
-"""rocmci.matrix: the bad-matrix corpus, line numbers, deterministic tags, include/exclude, GitHub's matrix."""
+"""rocmci.plan: the bad-matrix corpus, line numbers, deterministic tags, include/exclude, GitHub's matrix."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from rocmci.errors import MatrixError, Problem
-from rocmci.matrix import (
+from rocmci.plan import (
     DEFAULT_MATRIX,
     BuildContext,
     build_args_for,
@@ -100,7 +100,7 @@ def test_bad_matrix_gives_its_expected_lines(path: Path, monkeypatch: pytest.Mon
 def test_cli_prints_every_corpus_error_and_exits_2_without_traceback() -> None:
     names = [path.name for path in BAD_FILES]
     done = subprocess.run(
-        [sys.executable, "-m", "rocmci.matrix", *names],
+        [sys.executable, "-m", "rocmci.plan", *names],
         cwd=CORPUS,
         env=SUBPROCESS_ENV,
         capture_output=True,
@@ -115,7 +115,7 @@ def test_cli_prints_every_corpus_error_and_exits_2_without_traceback() -> None:
 
 def test_cli_prints_the_shipped_plan() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "rocmci.matrix", str(DEFAULT_MATRIX)],
+        [sys.executable, "-m", "rocmci.plan", str(DEFAULT_MATRIX)],
         env=SUBPROCESS_ENV,
         capture_output=True,
         text=True,
@@ -338,7 +338,7 @@ def test_validated_tags_that_would_name_two_pairs_are_refused(tmp_path: Path) ->
     ), lines
 
 
-PRINT_TAGS = "import sys; from pathlib import Path; from rocmci.matrix import load_plan; "
+PRINT_TAGS = "import sys; from pathlib import Path; from rocmci.plan import load_plan; "
 PRINT_TAGS += "print(*(e.tag for e in load_plan(sys.argv[1], context_root=Path(sys.argv[2])).entries))"
 
 

@@ -517,7 +517,7 @@ def test_a_bad_registry_timeout_breaks_only_registry_tasks_with_one_line(registr
 
 def test_an_explicit_empty_registry_is_an_error() -> None:
     from rocmci import cli
-    from rocmci.matrix import load_plan
+    from rocmci.plan import load_plan
 
     plan = load_plan()
     for empty in ("", "  "):

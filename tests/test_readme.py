@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rocmci.matrix import DEFAULT_MATRIX, TorchPin, parse_matrix
+from rocmci.plan import DEFAULT_MATRIX, TorchPin, parse_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

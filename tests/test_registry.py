@@ -955,7 +955,7 @@ def test_credentials_from_docker_config_and_credential_helper(
 def test_publish_items_from_the_plan_then_pull(
     engine: docker.DockerClient, repo: str, client: registry.RegistryClient, tmp_path: Path
 ) -> None:
-    from rocmci.matrix import load_plan
+    from rocmci.plan import load_plan
 
     plan = load_plan()
     (local,) = plan.select(gpu="local")

@@ -670,8 +670,8 @@ def test_index_html_renders_in_headless_chromium(reports: Path, plan: list[dict[
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    from rocmci.matrix import PIN_LABELS, load_plan
-    from rocmci.run import RunResult, StepOutcome, probe_command, smoke_command, write_result
+    from rocmci.plan import PIN_LABELS, load_plan
+    from rocmci.validate import RunResult, StepOutcome, probe_command, smoke_command, write_result
 
     entry = load_plan().select("local")[0]
     work = tmp_path_factory.mktemp("real") / entry.id

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rocmci.matrix import load_plan
+from rocmci.plan import load_plan
 from rocmci.report import verdict_for
-from rocmci.run import RunOptions, container_spec, probe_command, smoke_command, validate_entries
+from rocmci.validate import RunOptions, container_spec, probe_command, smoke_command, validate_entries
 from tests.conftest import ROOT
 
 
@@ -117,7 +117,7 @@ def test_amd_entry_without_gpu_is_never_a_pass(engine, built_images, tmp_path):
 def test_ctrl_c_removes_the_container_and_leaves_no_result(engine, built_images, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     script = (
-        "import sys; from pathlib import Path; from rocmci.matrix import load_plan; from rocmci.run import RunOptions, validate_entries;"
+        "import sys; from pathlib import Path; from rocmci.plan import load_plan; from rocmci.validate import RunOptions, validate_entries;"
         f"plan = load_plan(); validate_entries(plan, plan.select('local'), RunOptions({built_images.repository!r}, Path({str(tmp_path)!r})))"
     )
     process = subprocess.Popen(

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from rocmci.matrix import Entry, load_plan
+from rocmci.plan import Entry, load_plan
 from rocmci.report import verdict_for
 from tests.conftest import ROOT
 
@@ -316,7 +316,7 @@ def test_a_fifo_as_matrix_file_is_refused_without_waiting(tmp_path: Path) -> Non
 
 
 def test_an_oversized_matrix_file_is_refused(tmp_path: Path) -> None:
-    from rocmci.matrix import MAX_MATRIX_BYTES
+    from rocmci.plan import MAX_MATRIX_BYTES
 
     big = tmp_path / "matrix.yaml"
     big.write_bytes(b"# padding\n" * (MAX_MATRIX_BYTES // 10 + 1))

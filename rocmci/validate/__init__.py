@@ -27,7 +27,7 @@ from requests.exceptions import RequestException
 
 from rocmci.engine import MANAGED_LABEL, docker_client
 from rocmci.errors import RunError
-from rocmci.matrix import PIN_LABELS, ROOT, Entry, Plan, Target
+from rocmci.plan import PIN_LABELS, ROOT, Entry, Plan, Target
 from rocmci.progress import Progress, table
 
 CHECKS_DIR = "/opt/rocmci/checks"

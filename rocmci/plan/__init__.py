@@ -32,7 +32,7 @@ from pydantic.fields import FieldInfo
 from rocmci import resources
 from rocmci.errors import MatrixError, Problem
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MATRIX = ROOT / "matrix.yaml"
 HASH_SCHEME = "rocmci-tag/v2"  # v2: the GPU model left the build args (one build per stack and gfx)
 # Files that go into every image: any change to them gives every entry a new tag.
@@ -1326,10 +1326,10 @@ def shared_builds(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m rocmci.matrix [FILE ...]`: print each entry's image tag, or every problem on stderr (exit 2)."""
+    """`python -m rocmci.plan [FILE ...]`: print each entry's image tag, or every problem on stderr (exit 2)."""
     paths = list(sys.argv[1:] if argv is None else argv) or [str(DEFAULT_MATRIX)]
     if any(path.startswith("-") for path in paths):
-        print("usage: python -m rocmci.matrix [MATRIX.yaml ...]", file=sys.stderr)
+        print("usage: python -m rocmci.plan [MATRIX.yaml ...]", file=sys.stderr)
         return 2
     status = 0
     for path in paths:
@@ -1341,7 +1341,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print("\n".join(entry.tag for entry in plan.entries))
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -150,7 +150,7 @@ class DevicePolicyLike(Protocol):
 
 
 class TargetLike(Protocol):
-    """What doctor reads of a matrix target (rocmci.matrix.Target)."""
+    """What doctor reads of a matrix target (rocmci.plan.Target)."""
 
     @property
     def kind(self) -> str: ...
@@ -739,7 +739,7 @@ def doctor_command(
     target = None
     if gpu is not None:
         from rocmci.errors import MatrixError, Problem
-        from rocmci.matrix import load_matrix
+        from rocmci.plan import load_matrix
 
         targets = load_matrix(matrix_path).targets
         if gpu not in targets:

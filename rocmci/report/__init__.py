@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rocmci import __version__
 from rocmci.errors import RocmciError
-from rocmci.matrix import PIN_LABELS
+from rocmci.plan import PIN_LABELS
 
 RESULT_SCHEMA = "rocmci.result/v1"
 PROBE_SCHEMA = "rocmci.probe/v1"

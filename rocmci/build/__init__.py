@@ -28,7 +28,7 @@ from docker.errors import BuildError as DockerBuildError
 
 from rocmci.engine import MANAGED_LABEL, docker_client
 from rocmci.errors import BuildError
-from rocmci.matrix import CONTEXT_DIRS, ROOT, BaseImage, Entry, Plan, shared_builds
+from rocmci.plan import CONTEXT_DIRS, ROOT, BaseImage, Entry, Plan, shared_builds
 from rocmci.progress import Progress, table
 
 DOCKERFILE = "images/Dockerfile"

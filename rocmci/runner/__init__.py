@@ -1,0 +1,1 @@
+"""Runner health: doctor (can this host validate?) and clean (what rocmci may remove)."""
