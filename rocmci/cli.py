@@ -267,7 +267,6 @@ def publish(
     hooks = _publish_hooks(plan, sign, key)
     items = oci.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
     results = oci.publish(items, repository_for(plan, registry), hooks=hooks)
-    _record_digests(Path(reports_dir), results)
     rows = [(r.entry_id, r.status, r.verdict or "-", _moved(r), r.reference or r.reason) for r in results]
     print("\n" + table(("entry", "status", "verdict", "validated tags moved", "reference"), rows))
     for r in results:
@@ -289,12 +288,6 @@ def _publish_hooks(plan: Plan, sign: bool, key: str | None):
     if key and not sign:
         raise AttestError("--key: only with --sign")
     return PublishHooks(signer=Signer(key) if sign else None, gate=RegressionGate.from_plan(plan))
-
-
-def _record_digests(reports: Path, results: list) -> None:
-    for result in results:
-        if result.status == "published" and result.reference:
-            validating.record_published_digest(reports / result.entry_id, result.reference.rsplit("@", 1)[1])
 
 
 @reports_errors
@@ -390,7 +383,8 @@ def pipeline(
     reports_dir: str,
     publish_images: bool,
 ) -> None:
-    """The main job: build -> validate -> report -> publish, per entry, ending with one summary table."""
+    """The main job, per entry: build -> validate -> verdict (judged once) -> publish -> report (rendered once, at the
+    end, from the files on disk: validate's results and publish's records), ending with one summary table."""
     from rocmci import registry as oci
     from rocmci import report as compat
 
@@ -409,18 +403,25 @@ def pipeline(
         if runnable
         else {}
     )
-    paths = compat.write_all(reports, [e.summary() for e in entries])
-    judged = {r.id: r for r in paths.report.entries}
+    summaries = [e.summary() for e in entries]
+    verdicts = compat.collect(reports, summaries)
+    judged = {r.id: r for r in verdicts.entries}
     published = {}
     if publish_images and runnable:
         items = oci.publish_items(runnable, reports, local_repository=plan.repository)
         hooks = _publish_hooks(plan, sign=False, key=None)  # the regression gate (issue 14)
         published = {
-            r.entry_id: r for r in oci.publish(items, repository, log=lambda line: progress.line("publish", line), hooks=hooks)
+            r.entry_id: r
+            for r in oci.publish(
+                items,
+                repository,
+                documents_for=lambda item, digest, repo, when: compat.documents_of(judged[item.entry_id], digest, repo, when),
+                log=lambda line: progress.line("publish", line),
+                hooks=hooks,
+            )
         }
-        _record_digests(reports, list(published.values()))
         _write_history(repository, gpu, reports, lambda line: progress.line("history", line))
-        paths = compat.write_all(reports, [e.summary() for e in entries])  # again, now with the pushed digests
+    paths = compat.write_all(reports, summaries, judged=verdicts)
     compat.append_step_summary(paths.compat_md.read_text())
     rows = []
     for e in entries:

@@ -26,6 +26,8 @@ from rocmci.report import (
     append_step_summary,
     collect,
     entry_documents,
+    evidence,
+    files,
     render_junit,
     render_markdown,
     verdict_for,
@@ -513,7 +515,7 @@ def test_html_escapes_hostile_strings(reports: Path, plan: list[dict[str, Any]])
     paths = write_all(reports, plan)
     page = paths.index_html.read_text()
     assert "<script" not in page.lower() and "<img" not in page and "<svg onload" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page  # markupsafe writes a quote as &#34;
     assert "\x1b" not in page and "\x00" not in page
     ET.fromstring(paths.junit_xml.read_text())  # control characters stripped: still well-formed XML
     md = paths.compat_md.read_text()
@@ -554,10 +556,10 @@ def test_a_failed_report_run_leaves_the_previous_files_intact(
     before = _report_files(reports)
     assert paths.compat_json.exists()
 
-    def boom(report: rp.CompatReport) -> str:
+    def boom(report: rp.CompatReport, histories: object) -> str:
         raise RuntimeError("render failed")
 
-    monkeypatch.setattr(rp, "render_html", boom)
+    monkeypatch.setattr(files, "render_html", boom)
     with pytest.raises(RuntimeError, match="render failed"):
         write_all(reports, plan)
     assert _report_files(reports) == before, "a failed render must not delete or change the previous report"
@@ -869,7 +871,7 @@ def test_a_deeply_nested_smoke_json_is_an_error_not_a_crash(real: tuple[Path, di
 
 def test_an_oversized_document_is_not_read(real: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     entry_dir, entry = real
-    monkeypatch.setattr(rp, "MAX_DOCUMENT_BYTES", 1000)
+    monkeypatch.setattr(evidence, "MAX_DOCUMENT_BYTES", 1000)
     verdict = verdict_for(entry_dir, entry)
     assert verdict.verdict == "error" and any("more than the 1000 a rocmci document may have" in r for r in verdict.reasons)
 
