@@ -13,6 +13,7 @@ import sys
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -522,6 +523,95 @@ def test_html_escapes_hostile_strings(reports: Path, plan: list[dict[str, Any]])
     assert "<script" not in md
     row = next(line for line in md.splitlines() if line.startswith("| evil"))
     assert len(re.findall(r"(?<!\\)\|", row)) == len(re.findall(r"(?<!\\)\|", md.splitlines()[4]))
+
+
+def _hostile(field: str) -> str:
+    """Markup, both quote characters and an attribute break-out, marked with the field it was fed through."""
+    return f'<script>alert("{field}")</script>\'" onmouseover="alert(\'{field}\')'
+
+
+class _Page(HTMLParser):
+    """Every element, attribute and text of a page, and whether its elements nest (each end tag closes the last open one)."""
+
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"})
+
+    def __init__(self, page: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str | None]] = []
+        self.texts: list[str] = []
+        self.problems: list[str] = []
+        self.feed(page)
+        self.close()
+        self.problems += [f"<{tag}> never closed" for tag in self.open]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_startendtag(tag, attrs)
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attributes += attrs
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open[-1] != tag:
+            self.problems.append(f"</{tag}> while {self.open[-1:]} is open")
+        else:
+            self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.texts.append(data)
+
+    def shows(self, text: str) -> bool:
+        """Whether `text` reached the reader intact: inside one text node or one attribute value."""
+        return any(text in t for t in self.texts) or any(value and text in value for _, value in self.attributes)
+
+
+def test_every_user_controlled_field_is_escaped_in_the_page(reports: Path, plan: list[dict[str, Any]]) -> None:
+    """Plan pins, the host, the run error, findings, smoke cases, gates, skips, logs and saved history: each carries
+    markup and quotes into index.html and comes out as text (no element, no attribute of its own), in a page whose
+    elements still nest."""
+    fail = entry_of(plan, FAIL)
+    fail.update({k: _hostile(k) for k in ("stack", "gpu", "torch", "aiter", "rocm", "python", "base_image", "torch_index")})
+
+    def result(d: dict[str, Any]) -> None:
+        d["entry"]["id"] = FAIL
+        d["host"].update(hostname=_hostile("hostname"), gpu_name=_hostile("gpu_name"), gfx=_hostile("gfx"))
+        d["image"]["ref"] = _hostile("image")
+        d["error"] = _hostile("run error")
+
+    def smoke(d: dict[str, Any]) -> None:
+        d["cases"][0].update(impl=_hostile("impl"), status="fail", reason=_hostile("case reason"))
+        d["gates"].append({"name": _hostile("gate"), "passed": False, "detail": _hostile("gate detail")})
+        d["skipped"].append({"what": _hostile("skipped"), "reason": _hostile("skip reason")})
+        d["device"]["name"] = _hostile("device")
+
+    edit(reports / FAIL / "result.json", result)
+    edit(
+        reports / FAIL / "probe.json",
+        lambda d: d["findings"].append({"code": _hostile("code"), "severity": "error", "message": _hostile("finding")}),
+    )
+    edit(reports / FAIL / "smoke.json", smoke)
+    (reports / FAIL / "smoke.log").write_text(_hostile("log") + "\n")
+    row = {"report_time": "2026-11-01T00:00:00Z", "pin": _hostile("pin"), "digest": DIGEST, "tags": [_hostile("tag")]}
+    row |= {"verdict": _hostile("verdict"), "graph_us": 10.0, "bandwidth_frac": 0.5, "report_digest": DIGEST}
+    saved = {"schema": "rocmci.history/v1", "repository": _hostile("repository"), "gpu": _hostile("history gpu"), "rows": [row]}
+    (reports / "history-x.json").write_text(json.dumps(saved))
+
+    page = _Page(write_all(reports, [fail]).index_html.read_text())
+    assert not page.problems, page.problems[:5]
+    assert "script" not in page.tags
+    assert not [name for name, _ in page.attributes if name.startswith("on")]
+    fields = [
+        *("stack", "gpu", "torch", "aiter", "rocm", "python", "base_image", "torch_index", "hostname", "gpu_name", "gfx"),
+        *("image", "run error", "impl", "case reason", "gate", "gate detail", "skipped", "skip reason", "device", "code"),
+        *("finding", "log", "pin", "verdict", "repository", "history gpu"),
+    ]
+    assert [field for field in fields if not page.shows(_hostile(field))] == []
+    with pytest.raises(ReportError, match="not a safe directory name"):  # an entry id is a directory name: never markup
+        write_all(reports, [{**fail, "id": _hostile("id")}])
 
 
 def test_html_is_self_contained(reports: Path, plan: list[dict[str, Any]]) -> None:
