@@ -16,11 +16,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from rocmci.report import ProbeDoc, ResultDoc, SmokeDoc, StepRecord
+from rocmci.contracts import ProbeDoc, ResultDoc, SmokeDoc, StepRecord
+from rocmci.labels import PROBE_SCHEMA, RESULT_SCHEMA, SMOKE_SCHEMA
 
-RESULT_SCHEMA = "rocmci.result/v1"
-PROBE_SCHEMA = "rocmci.probe/v1"
-SMOKE_SCHEMA = "rocmci.smoke/v1"
 MAX_DOCUMENT_BYTES = 64 << 20  # a smoke.json of every case is well under 1 MiB
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 8_000

@@ -5,17 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rocmci.report import SmokeCase, SmokeDoc
+from rocmci.contracts import SmokeCase, SmokeDoc, short_dtype
 from rocmci.report.verdict import Verdict, VerdictName
 
 # The k_norm figure shown in the matrix: sglang's NSA indexer k_norm shape.
 K_NORM_KIND, K_NORM_TOKENS, K_NORM_HIDDEN, K_NORM_DTYPE = "k_norm", 8192, 128, "bfloat16"
 K_NORM_IMPLS = ("aiter-ck", "aiter-triton")
-
-
-def short_dtype(dtype: str | None) -> str:
-    name = (dtype or "").removeprefix("torch.")
-    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "half": "fp16", "float": "fp32"}.get(name, name)
 
 
 def is_bf16(dtype: str | None) -> bool:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from rocmci.report import SmokeDoc
+from rocmci.contracts import SmokeDoc, short_dtype
 from rocmci.report.evidence import exit_text, log_tail
-from rocmci.report.figures import K_NORM_HIDDEN, K_NORM_TOKENS, bandwidth_frac, qualifiers, short_dtype, shows_speedup
+from rocmci.report.figures import K_NORM_HIDDEN, K_NORM_TOKENS, bandwidth_frac, qualifiers, shows_speedup
 from rocmci.report.markdown import columns
 from rocmci.report.plots import HISTORY_METRICS, bandwidth_plot, ceiling_plot, history_plot, latency_plot, overview_plot
 from rocmci.report.records import CompatReport, EntryReport, printable

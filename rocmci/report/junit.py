@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from rocmci.report import SmokeCase
+from rocmci.contracts import SmokeCase
 from rocmci.report.evidence import log_tail
 from rocmci.report.records import CompatReport, EntryReport, printable, unique_case_names
 from rocmci.report.verdict import VerdictName

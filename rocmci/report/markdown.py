@@ -7,7 +7,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from rocmci.report.figures import K_NORM_DTYPE, K_NORM_HIDDEN, K_NORM_IMPLS, K_NORM_KIND, K_NORM_TOKENS, short_dtype
+from rocmci.contracts import short_dtype
+from rocmci.report.figures import K_NORM_DTYPE, K_NORM_HIDDEN, K_NORM_IMPLS, K_NORM_KIND, K_NORM_TOKENS
 from rocmci.report.records import CompatReport, EntryReport, printable
 from rocmci.report.verdict import VerdictName
 

@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rocmci.report import SmokeCase, SmokeDoc
-from rocmci.report.figures import K_NORM_HIDDEN, K_NORM_KIND, K_NORM_TOKENS, bandwidth_frac, is_bf16, short_dtype
+from rocmci.contracts import SmokeCase, SmokeDoc, short_dtype
+from rocmci.report.figures import K_NORM_HIDDEN, K_NORM_KIND, K_NORM_TOKENS, bandwidth_frac, is_bf16
 from rocmci.report.records import CompatReport, printable
 from rocmci.report.verdict import is_pass
 

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from rocmci import __version__
+from rocmci.contracts import SmokeCase
 from rocmci.errors import RocmciError
-from rocmci.report import SmokeCase
+from rocmci.labels import COMPAT_SCHEMA
 from rocmci.report.evidence import Evidence, load_evidence
 from rocmci.report.figures import KNormFigure, cell_label, k_norm_figure
 from rocmci.report.verdict import VERDICT_ORDER, Verdict, judge
 
-COMPAT_SCHEMA = "rocmci.compat/v1"
 INTOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 TEST_RESULT_PREDICATE = "https://in-toto.io/attestation/test-result/v0.1"
 

@@ -10,8 +10,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from rocmci.contracts import Scope, SmokeDoc
 from rocmci.plan import PIN_LABELS
-from rocmci.report import Scope, SmokeDoc
 from rocmci.report.evidence import Evidence, load_evidence
 
 CPU_ONLY_NOTE = "CPU only: no aiter kernel ran"
