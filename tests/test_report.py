@@ -484,6 +484,59 @@ def test_entry_documents_refuse_bad_digests(reports: Path) -> None:
         entry_documents(reports / PASS, DIGEST, "r/x")
 
 
+def _publish_record(entry_id: str, **fields: Any) -> str:
+    """publish.json as publish writes it: through the same model the report reads it with."""
+    from rocmci.contracts import PublishRecord
+
+    values: dict[str, Any] = {"entry_id": entry_id, "repository": "ghcr.io/acme/rocmci", "digest": DIGEST}
+    values |= {"report_digest": "sha256:" + "ef" * 32, "tags_moved": ["mi355x-validated"], "finished": "2026-05-04T10:00:00Z"}
+    return PublishRecord(**(values | fields)).to_json()
+
+
+def test_reports_name_the_image_publish_recorded(reports: Path, plan: list[dict[str, Any]]) -> None:
+    (reports / PASS / "publish.json").write_text(_publish_record(PASS))
+    theirs = {path: path.read_bytes() for path in (reports / PASS).iterdir()}
+    paths = write_all(reports, plan)
+    record = next(e for e in json.loads(paths.compat_json.read_text())["entries"] if e["entry"]["id"] == PASS)
+    assert record["verdict"] == "pass" and record["subject"] == {"name": "ghcr.io/acme/rocmci", "digest": DIGEST}
+    assert record["image"]["digest"] == DIGEST and record["image"]["ref"].startswith("ghcr.io/acme/rocmci:")
+    statement = json.loads(paths.intoto[PASS].read_text())
+    assert statement["subject"] == [{"name": "ghcr.io/acme/rocmci", "digest": {"sha256": "ab" * 32}}]
+    assert f'<property name="image_digest" value="{DIGEST}" />' in paths.junit_xml.read_text()
+    page = paths.index_html.read_text()
+    assert "<dt>published to</dt><dd>ghcr.io/acme/rocmci</dd>" in page and f"<dd>{DIGEST}</dd>" in page
+    assert {path: path.read_bytes() for path in theirs} == theirs, "the report writes nothing into validate's or publish's files"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (lambda: _publish_record(PASS).replace(DIGEST, "sha256:abc"), "publish.json does not follow rocmci.publish/v1: digest:"),
+        (lambda: _publish_record(FAIL), f"publish.json: entry_id: the record is for '{FAIL}', not '{PASS}'"),
+        (lambda: "{", "publish.json is not valid JSON"),
+    ],
+)
+def test_a_publish_record_that_does_not_fit_stops_the_report(
+    reports: Path, plan: list[dict[str, Any]], text: Callable[[], str], problem: str
+) -> None:
+    before = write_all(reports, plan).compat_json.read_bytes()
+    (reports / PASS / "publish.json").write_text(text())
+    with pytest.raises(ReportError, match=re.escape(problem)):
+        write_all(reports, plan, generated_at="2099-01-01T00:00:00Z")
+    assert (reports / "compat.json").read_bytes() == before
+
+
+def test_a_publish_record_for_another_image_than_the_one_validated_stops_the_report(
+    reports: Path, plan: list[dict[str, Any]]
+) -> None:
+    edit(reports / PASS / "result.json", lambda d: d["image"].update(digest="sha256:" + "cd" * 32))
+    (reports / PASS / "publish.json").write_text(_publish_record(PASS))
+    with pytest.raises(
+        ReportError, match=r"publish.json: digest: sha256:abab.* was published, but the run validated sha256:cdcd"
+    ):
+        write_all(reports, plan)
+
+
 def test_credentials_in_references_never_reach_reports(reports: Path, plan: list[dict[str, Any]]) -> None:
     record, statement = entry_documents(reports / PASS, DIGEST, "https://bot:s3cr3t-token@registry.example/rocmci")
     assert "s3cr3t" not in json.dumps(record) + json.dumps(statement)

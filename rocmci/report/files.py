@@ -73,7 +73,7 @@ def write_all(
     leaves the previous report files intact."""
     reports_dir = Path(reports_dir)
     compat_json = reports_dir / "compat.json"
-    report = collect(reports_dir, entries, generated_at) if judged is None else judged
+    report = collect(reports_dir, entries, generated_at) if judged is None else judged.with_publish_records()
     documents = {
         reports_dir / "compat.md": render_markdown(report),
         reports_dir / "junit.xml": render_junit(report),

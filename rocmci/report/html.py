@@ -151,7 +151,7 @@ def _run_facts(item: EntryReport) -> list[tuple[str, Any]]:
     published = item.published
     run: list[tuple[str, Any]] = [
         ("image", result.image.ref),
-        ("image digest", published[1] if published else result.image.digest or "not pushed yet"),
+        ("image digest", item.image_digest or "not pushed yet"),
         ("published to", published[0] if published else None),
         ("host GPU", f"{host.gpu_name or 'none'} ({host.gfx or 'no gfx'})"),
         ("devices", ", ".join(host.gpu_devices) or "none"),

@@ -57,7 +57,7 @@ def _suite_for(item: EntryReport) -> ET.Element:
     values: list[tuple[str, Any]] = [(k, entry.get(k)) for k in coordinates]
     values += [("verdict", verdict.verdict), ("scope", verdict.scope)]
     if result is not None:
-        values += [("image", result.image.ref), ("image_digest", result.image.digest), ("host_gpu", result.host.gpu_name)]
+        values += [("image", result.image.ref), ("image_digest", item.image_digest), ("host_gpu", result.host.gpu_name)]
     for name, value in values:
         text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
         ET.SubElement(props, "property", {"name": name, "value": printable(text)})

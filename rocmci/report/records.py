@@ -6,17 +6,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rocmci import __version__
-from rocmci.contracts import SmokeCase
+from rocmci.contracts import PublishRecord, SmokeCase
 from rocmci.errors import RocmciError
-from rocmci.labels import COMPAT_SCHEMA
-from rocmci.report.evidence import Evidence, load_evidence
+from rocmci.labels import COMPAT_SCHEMA, PUBLISH_SCHEMA
+from rocmci.report.evidence import Evidence, load_evidence, parse_document
 from rocmci.report.figures import KNormFigure, cell_label, k_norm_figure
 from rocmci.report.verdict import VERDICT_ORDER, Verdict, judge
 
@@ -96,6 +96,14 @@ class EntryReport:
     def label(self) -> str:
         return cell_label(self.verdict, self.k_norm)
 
+    @property
+    def image_digest(self) -> str | None:
+        """The registry digest of the image: the one published, else the one validated (a pull by digest), else None."""
+        if self.published:
+            return self.published[1]
+        result = self.evidence.result if not self.evidence.not_run else None
+        return result.image.digest if result else None
+
     def record(self, report_time: str, subject: tuple[str, str] | None = None) -> dict[str, Any]:
         """The per-entry compat record (one element of compat.json's `entries`, and the published report)."""
         result = self.evidence.result if not self.evidence.not_run else None
@@ -159,6 +167,11 @@ class CompatReport:
     rocmci_version: str
     entries: list[EntryReport]
 
+    def with_publish_records(self) -> CompatReport:
+        """The same verdicts, each entry naming what its publish.json (read now: publish may have run since) says."""
+        entries = [replace(item, published=published_subject(item)) for item in self.entries]
+        return replace(self, entries=entries)
+
     def counts(self) -> dict[str, int]:
         counts = {name: 0 for name in VERDICT_ORDER}
         for item in self.entries:
@@ -198,10 +211,29 @@ def entry_report(entry_dir: Path, entry: Mapping[str, Any] | None = None) -> Ent
     return EntryReport(dict(entry) if entry else ev.entry, verdict, ev, figure)
 
 
-def collect(reports_dir: Path, entries: list[dict[str, Any]], generated_at: str | None = None) -> CompatReport:
-    """One EntryReport per planned entry (Entry.summary() dicts), in plan order; an entry without a result is not-run."""
+def collect(reports_dir: Path, entries: Sequence[Mapping[str, Any]], generated_at: str | None = None) -> CompatReport:
+    """One EntryReport per planned entry (Entry.summary() dicts), in plan order; an entry without a result is not-run.
+    Each names the image its publish.json says was pushed, where publish left one."""
     items = [entry_report(_entry_dir(Path(reports_dir), str(entry.get("id"))), entry) for entry in entries]
-    return CompatReport(generated_at or _now(), __version__, items)
+    return CompatReport(generated_at or _now(), __version__, items).with_publish_records()
+
+
+def published_subject(item: EntryReport) -> tuple[str, str] | None:
+    """(repository, digest) from the entry's publish.json (publish's own file); None where nothing was published. A
+    record that cannot be read, or names another entry or another image than the one validated, stops the report."""
+    ev = item.evidence
+    path = ev.entry_dir / "publish.json"
+    if ev.not_run or ev.result is None or not path.exists():
+        return None
+    record, problem = parse_document(PublishRecord, path, PUBLISH_SCHEMA)
+    if record is None:
+        raise ReportError(f"{path.parent}/{problem}")
+    if record.entry_id != item.id:
+        raise ReportError(f"{path}: entry_id: the record is for {record.entry_id!r}, not {item.id!r}")
+    validated = ev.result.image.digest
+    if validated and validated != record.digest:
+        raise ReportError(f"{path}: digest: {record.digest} was published, but the run validated {validated}")
+    return redact(record.repository), record.digest
 
 
 # ---------------------------------------------------------------- in-toto test-result statements
