@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rocmci.errors import RocmciError
+from rocmci.report.verdict import VerdictName
 
 if TYPE_CHECKING:
     from rocmci.history import RegressionGate
-    from rocmci.registry import RegistryClient, ReportDocuments
+    from rocmci.oci import RegistryClient, ReportDocuments
 
 PREDICATE_BASE = "https://rocmci.dev/attestations/compat/v1"
 COSIGN_MAJOR = "2"
@@ -164,7 +165,7 @@ class Identity:
 
 def _registry_env(reference: str, env: Mapping[str, str]) -> tuple[dict[str, str], tempfile.TemporaryDirectory | None]:
     """cosign reads the Docker config; rocmci's ROCMCI_REGISTRY_USER/PASSWORD go to it as a private, temporary one."""
-    from rocmci import registry as oci
+    from rocmci import oci
 
     out = dict(env)
     user, password = env.get(oci.USER_ENV), env.get(oci.PASSWORD_ENV)
@@ -261,7 +262,7 @@ def verify(reference: str, ptype: str, identity: Identity) -> list[Attestation]:
 class PullVerifier:
     """`pull --verify`: a candidate counts only if its passing report for the GPU is signed by the trusted identity.
 
-    Called by registry.find_validated per candidate report; returns why a candidate is refused (None: accepted)."""
+    Called by rocmci.pull.find_validated per candidate report; returns why a candidate is refused (None: accepted)."""
 
     def __init__(self, repository: str, gpu: str, identity: Identity):
         self.repository = repository
@@ -271,7 +272,7 @@ class PullVerifier:
         self._verified: dict[str, list[Attestation] | AttestError] = {}  # one cosign run per image
 
     def __call__(self, digest: str, record: Mapping[str, Any]) -> str | None:
-        ptype = predicate_type(self.gpu, "pass")
+        ptype = predicate_type(self.gpu, VerdictName.PASS)
         if digest not in self._verified:
             try:
                 self._verified[digest] = verify(f"{self.repository}@{digest}", ptype, self.identity)
@@ -297,7 +298,7 @@ class PullVerifier:
 
     def stored(self, digest: str, ptype: str) -> int:
         """How many attestations of `ptype` cosign 2.x stores for `digest` (DSSE layers of its `sha256-<hex>.att` image)."""
-        from rocmci import registry as oci
+        from rocmci import oci
 
         client, name = oci.client_for(self.repository)
         tag = oci.fallback_tag(digest) + ".att"
@@ -316,7 +317,7 @@ class PullVerifier:
 
 def admission_policy(gpu: str, template: Path = POLICY_TEMPLATE) -> str:
     """The CUE policy admitting an image only if a signed rocmci attestation says it passed on `gpu`."""
-    predicate_type(gpu, "pass")
+    predicate_type(gpu, VerdictName.PASS)
     text = template.read_text()
     rewritten, count = re.subn(r'(?m)^#gpu: "[^"]*"', f'#gpu: "{gpu}"', text)
     if count != 1:
@@ -329,7 +330,7 @@ def admission_policy(gpu: str, template: Path = POLICY_TEMPLATE) -> str:
 
 @dataclass(frozen=True)
 class PublishHooks:
-    """What registry.publish_one calls: the regression gate before the report is attached, signing after."""
+    """What rocmci.publish.attach_and_move calls: the regression gate before the report is attached, signing after."""
 
     signer: Signer | None = None
     gate: RegressionGate | None = None
