@@ -286,6 +286,32 @@ def test_unsafe_entry_id_is_refused(reports: Path) -> None:
 # ---------------------------------------------------------------- compat.json
 
 
+def test_the_pipeline_judges_each_entry_once(reports: Path, plan: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `invoke pipeline` does: collect (the verdicts), the documents publish attaches, then the rendered reports:
+    one verdict per entry in all, and the same one everywhere."""
+    from rocmci.report import records
+
+    judged: list[str] = []
+
+    def counting(ev: rp.Evidence) -> rp.Verdict:
+        judged.append(str(ev.entry.get("id")))
+        return rp.judge(ev)
+
+    monkeypatch.setattr(records, "judge", counting)
+    report = collect(reports, plan)
+    item = next(i for i in report.entries if i.id == PASS)
+    record, _statement = rp.documents_of(item, DIGEST, "ghcr.io/acme/rocmci", "2026-05-04T10:00:00Z")
+    paths = write_all(reports, plan, judged=report)
+    assert sorted(judged) == sorted(e["id"] for e in plan)
+    assert record["verdict"] == "pass" and paths.report.counts() == report.counts()
+
+
+def test_history_is_an_earlier_layer_than_report() -> None:
+    code = "import sys, rocmci.history; print(sorted(m for m in sys.modules if m.startswith('rocmci.report')))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert shown.stdout.strip() == "[]"
+
+
 def test_compat_json_fields(reports: Path, plan: list[dict[str, Any]]) -> None:
     paths = write_all(reports, plan, generated_at="2026-05-04T09:20:00Z")
     doc = json.loads(paths.compat_json.read_text())
