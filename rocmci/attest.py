@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rocmci.errors import RocmciError
+from rocmci.report.verdict import VerdictName
 
 if TYPE_CHECKING:
     from rocmci.history import RegressionGate
@@ -271,7 +272,7 @@ class PullVerifier:
         self._verified: dict[str, list[Attestation] | AttestError] = {}  # one cosign run per image
 
     def __call__(self, digest: str, record: Mapping[str, Any]) -> str | None:
-        ptype = predicate_type(self.gpu, "pass")
+        ptype = predicate_type(self.gpu, VerdictName.PASS)
         if digest not in self._verified:
             try:
                 self._verified[digest] = verify(f"{self.repository}@{digest}", ptype, self.identity)
@@ -316,7 +317,7 @@ class PullVerifier:
 
 def admission_policy(gpu: str, template: Path = POLICY_TEMPLATE) -> str:
     """The CUE policy admitting an image only if a signed rocmci attestation says it passed on `gpu`."""
-    predicate_type(gpu, "pass")
+    predicate_type(gpu, VerdictName.PASS)
     text = template.read_text()
     rewritten, count = re.subn(r'(?m)^#gpu: "[^"]*"', f'#gpu: "{gpu}"', text)
     if count != 1:

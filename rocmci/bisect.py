@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rocmci.errors import RocmciError
 from rocmci.plan import Entry, Plan, variant_entry
 from rocmci.progress import Progress, table
+from rocmci.report import VerdictName, entry_report, is_pass
 
 if TYPE_CHECKING:
     from rocmci.build import Backend, BuildOptions, FileServer
@@ -340,11 +341,11 @@ def classify(record: StepRecord, bad_if: str) -> tuple[Class, str]:
     check = record.validation
     if check is None:
         return "skip", "not validated"
-    if check.verdict in ("error", "not-run"):
+    if check.verdict in (VerdictName.ERROR, VerdictName.NOT_RUN):
         return "skip", f"verdict {check.verdict}: {'; '.join(check.reasons) or 'no reason given'}"
     if bad_if == "verdict":
         why = f"verdict {check.label}" + (f": {check.reasons[0]}" if check.reasons else "")
-        return ("good" if check.verdict == "pass" else "bad"), why
+        return ("good" if is_pass(check.verdict) else "bad"), why
     if bad_if.startswith("gate:"):
         gate = bad_if.removeprefix("gate:")
         if gate not in check.gates:
@@ -410,8 +411,6 @@ def _now() -> str:
 
 def validation_record(entry: Entry, entry_dir: Path, seconds: float) -> ValidationRecord:
     """The evidence of one validated entry, judged by rocmci.report (the one place verdicts come from)."""
-    from rocmci.report import entry_report
-
     item = entry_report(entry_dir, entry.summary())
     probe, smoke = item.evidence.probe, item.evidence.smoke
     return ValidationRecord(

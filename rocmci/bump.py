@@ -24,6 +24,7 @@ from rocmci.bisect import Axis, BisectError, Stepper, StepRecord, _stack_entry, 
 from rocmci.errors import MatrixError, RocmciError
 from rocmci.plan import Entry, Plan, parse_matrix, variant_entry
 from rocmci.progress import Progress, table
+from rocmci.report import is_pass
 
 if TYPE_CHECKING:
     from rocmci.build import BuildOptions
@@ -110,7 +111,7 @@ def _why(record: StepRecord) -> str:
     check = record.validation
     if check is None:
         return f"build {record.build.status}: {record.build.detail}"
-    return check.label + (f": {check.reasons[0]}" if check.reasons and check.verdict != "pass" else "")
+    return check.label + (f": {check.reasons[0]}" if check.reasons and not is_pass(check.verdict) else "")
 
 
 # ---------------------------------------------------------------- the matrix.yaml edit
@@ -237,7 +238,7 @@ class _StackRun:
                 proposal.tried.append(Tried(pin=pin, passed=False, why=f"matrix validation: {exc}"))
                 continue
             record = self.evaluate(variant_entry(self.entry, aiter=pin), pin)
-            passed = record.validation is not None and record.validation.verdict == "pass"
+            passed = record.validation is not None and is_pass(record.validation.verdict)
             proposal.tried.append(Tried(pin=pin, passed=passed, why=_why(record)))
             if passed:
                 proposal.proposed = pin
@@ -267,7 +268,7 @@ class _StackRun:
             proposal.tried.append(Tried(pin=pin, passed=False, why=f"matrix validation: {exc}"))
             return proposal, text, None
         record = self.evaluate(variant_entry(self.entry, aiter=aiter, torch=pin), pin)
-        passed = record.validation is not None and record.validation.verdict == "pass"
+        passed = record.validation is not None and is_pass(record.validation.verdict)
         proposal.tried.append(Tried(pin=pin, passed=passed, why=_why(record)))
         if not passed:
             return proposal, text, None

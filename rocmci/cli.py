@@ -405,7 +405,8 @@ def pipeline(
     reports_dir: str,
     publish_images: bool,
 ) -> None:
-    """The main job: build -> validate -> report -> publish, per entry, ending with one summary table."""
+    """The main job, per entry: build -> validate -> verdict (judged once) -> publish -> report (rendered once, at the
+    end, from the files on disk: validate's results and publish's records), ending with one summary table."""
     from rocmci import publish as publishing
     from rocmci import report as compat
 
@@ -424,18 +425,25 @@ def pipeline(
         if runnable
         else {}
     )
-    paths = compat.write_all(reports, [e.summary() for e in entries])
-    judged = {r.id: r for r in paths.report.entries}
+    summaries = [e.summary() for e in entries]
+    verdicts = compat.collect(reports, summaries)
+    judged = {r.id: r for r in verdicts.entries}
     published = {}
     if publish_images and runnable:
         items = publishing.publish_items(runnable, reports, local_repository=plan.repository)
         hooks = _publish_hooks(plan, sign=False, key=None)  # the regression gate (issue 14)
         published = {
             r.entry_id: r
-            for r in publishing.publish(items, repository, log=lambda line: progress.line("publish", line), hooks=hooks)
+            for r in publishing.publish(
+                items,
+                repository,
+                documents_for=lambda item, digest, repo, when: compat.documents_of(judged[item.entry_id], digest, repo, when),
+                log=lambda line: progress.line("publish", line),
+                hooks=hooks,
+            )
         }
         _write_history(repository, gpu, reports, lambda line: progress.line("history", line))
-        paths = compat.write_all(reports, [e.summary() for e in entries])  # again, now with publish.json
+    paths = compat.write_all(reports, summaries, judged=verdicts)
     compat.append_step_summary(paths.compat_md.read_text())
     rows = []
     for e in entries:

@@ -15,18 +15,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rocmci.errors import RocmciError
+from rocmci.labels import HISTORY_SCHEMA
 
 if TYPE_CHECKING:
     from rocmci.oci import AttachedReport, RegistryClient, ReportDocuments
     from rocmci.plan import Plan
 
-HISTORY_SCHEMA = "rocmci.history/v1"
 Log = Callable[[str], None]
 
 
@@ -65,6 +66,11 @@ class HistoryRow(BaseModel):
     graph_us: float | None = None
     bandwidth_frac: float | None = None
     report_digest: str
+
+    def reported(self) -> datetime:
+        from rocmci import oci
+
+        return oci.parse_time(self.report_time)
 
 
 class History(BaseModel):
@@ -189,88 +195,15 @@ def write(history: History, reports_dir: Path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- HTML plot
-
-
-@dataclass(frozen=True)
-class _Metric:
-    field: str
-    title: str
-    axis: str
-    scale: float  # plotted value = figure x scale
-    unit: str
-
-
-_METRICS = (
-    _Metric("graph_us", "k_norm latency", "µs per call", 1.0, "µs"),
-    _Metric("bandwidth_frac", "k_norm bandwidth", "% of peak bandwidth", 100.0, "% of peak"),
-)
-
-
-def _plot(history: History, metric: _Metric) -> str:
-    """One figure per pin over report time (x: report time, labelled with the first and last dates)."""
-    from rocmci import oci
-    from rocmci import report as html
-
-    points = [(row, getattr(row, metric.field) * metric.scale) for row in history.rows if getattr(row, metric.field) is not None]
-    title = f"{metric.title} over report time, {history.gpu} (8192x128 bf16, graph replay)"
-    if not points:
-        return html._empty_plot(title, "no reports with fused-kernel figures", 700)
-    width, height, left, right, top, bottom = 820, 330, 60, 270, 34, 58
-    pw, ph = width - left - right, height - top - bottom
-    times = [oci.parse_time(row.report_time).timestamp() for row, _ in points]
-    span = (max(times) - min(times)) or 1.0
-    yticks = html._ticks(max(value for _, value in points) * 1.1)
-    pins = list(dict.fromkeys(row.pin for row, _ in points))
-    labels = [pin.removeprefix(f"{history.gpu}-") for pin in pins]  # the section is per GPU already
-
-    def sx(t: float) -> float:
-        return left + 10 + (t - min(times)) / span * (pw - 20)
-
-    def sy(v: float) -> float:
-        return top + ph - v / yticks[-1] * ph
-
-    out = html._svg_frame(width, height, title, [(sy(t), html._num(t)) for t in yticks], left, pw)
-    for pin, label in zip(pins, labels, strict=True):
-        mine = [(t, row, value) for t, (row, value) in zip(times, points, strict=True) if row.pin == pin]
-        colour = html._colour(label, labels)
-        path = " ".join(f"{sx(t):.1f},{sy(value):.1f}" for t, _, value in mine)
-        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for t, row, value in mine:
-            fill = colour if row.verdict == "pass" else "#ffffff"
-            out.append(
-                f'<circle cx="{sx(t):.1f}" cy="{sy(value):.1f}" r="4" fill="{fill}" stroke="{colour}">'
-                f"<title>{html._h(row.report_time)} {html._h(pin)}: {html._h(row.verdict)}, {value:.3g} {metric.unit}</title>"
-                "</circle>"
-            )
-    for t in sorted({min(times), max(times)}):
-        label = next(row.report_time[:10] for tt, (row, _) in zip(times, points, strict=True) if tt == t)
-        out.append(f'<text x="{sx(t):.1f}" y="{top + ph + 16}" class="tk" text-anchor="middle">{html._h(label)}</text>')
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" class="frame"/>')
-    out.append(
-        f'<text x="{left + pw / 2}" y="{height - 10}" class="al" text-anchor="middle">report time (hollow: not a pass)</text>'
-    )
-    out.append(
-        f'<text transform="translate(16 {top + ph / 2}) rotate(-90)" class="al" text-anchor="middle">{html._h(metric.axis)}</text>'
-    )
-    out += html._legend(labels, left + pw + 16, top + 12, labels)
-    out.append("</svg>")
-    return "".join(out)
-
-
-def html_sections(reports_dir: Path) -> list[str]:
-    """One history section per `history-<gpu>.json` that `invoke history` left in the reports directory."""
-    sections = []
+def saved(reports_dir: Path) -> list[History]:
+    """Every `history-<gpu>.json` that `invoke history` (or the pipeline) left in the reports directory, by GPU name."""
+    found = []
     for path in sorted(Path(reports_dir).glob("history-*.json")):
         try:
-            history = History.model_validate_json(path.read_text())
+            found.append(History.model_validate_json(path.read_text()))
         except (OSError, ValueError) as exc:
             raise HistoryError(f"{path}: not a {HISTORY_SCHEMA} document: {str(exc).splitlines()[0]}") from None
-        sections.append(
-            f"<h2>History on {history.gpu}</h2><p>{len(history.rows)} reports from {history.repository}</p>"
-            f'<div class="plots">{"".join(_plot(history, metric) for metric in _METRICS)}</div>'
-        )
-    return sections
+    return found
 
 
 # ---------------------------------------------------------------- regression gate

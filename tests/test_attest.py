@@ -29,6 +29,7 @@ from rocmci import attest, history, oci
 from rocmci.attest import AttestError, Identity, PublishHooks, Signer
 from rocmci.plan import load_plan
 from rocmci.report import write_all
+from rocmci.report.plots import HISTORY_METRICS, history_plot
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_PASSWORD = "rocmci-attest-test"
@@ -442,10 +443,11 @@ def test_regression_gate_and_history(engine, repository, tmp_path) -> None:
     assert summary.split()[1:3] == ["4", "3"] and summary.split()[5:] == ["fail", "10.00", "->", "10.20", "(+2.0%)"]
     written = history.History.model_validate_json(history.history_path(tmp_path / "reports", "mi355x").read_text())
     assert [row.digest for row in written.rows[:3]] == [r.reference.split("@")[1] for r in (first, slower, within)]
-    section = history.html_sections(tmp_path / "reports")[0]
-    assert section.count("<circle") == 6 and "mi355x-rocm7.2-torch2.13.0-aiter0.1.20" in section
+    plots = [history_plot(written, metric) for metric in HISTORY_METRICS]  # report renders what history saved
+    assert "".join(plots).count("<circle") == 6 and "mi355x-rocm7.2-torch2.13.0-aiter0.1.20" in "".join(plots)
     write_all(tmp_path / "reports", [])
-    assert section in (tmp_path / "reports" / "index.html").read_text()
+    page = (tmp_path / "reports" / "index.html").read_text()
+    assert "<h2>History on mi355x</h2>" in page and all(plot in page for plot in plots)
 
 
 def test_regression_gate_compares_within_one_stack(engine, repository, tmp_path) -> None:

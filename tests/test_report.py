@@ -13,6 +13,7 @@ import sys
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from rocmci.report import (
     append_step_summary,
     collect,
     entry_documents,
+    evidence,
+    files,
     render_junit,
     render_markdown,
     verdict_for,
@@ -283,6 +286,32 @@ def test_unsafe_entry_id_is_refused(reports: Path) -> None:
 # ---------------------------------------------------------------- compat.json
 
 
+def test_the_pipeline_judges_each_entry_once(reports: Path, plan: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `invoke pipeline` does: collect (the verdicts), the documents publish attaches, then the rendered reports:
+    one verdict per entry in all, and the same one everywhere."""
+    from rocmci.report import records
+
+    judged: list[str] = []
+
+    def counting(ev: rp.Evidence) -> rp.Verdict:
+        judged.append(str(ev.entry.get("id")))
+        return rp.judge(ev)
+
+    monkeypatch.setattr(records, "judge", counting)
+    report = collect(reports, plan)
+    item = next(i for i in report.entries if i.id == PASS)
+    record, _statement = rp.documents_of(item, DIGEST, "ghcr.io/acme/rocmci", "2026-05-04T10:00:00Z")
+    paths = write_all(reports, plan, judged=report)
+    assert sorted(judged) == sorted(e["id"] for e in plan)
+    assert record["verdict"] == "pass" and paths.report.counts() == report.counts()
+
+
+def test_history_is_an_earlier_layer_than_report() -> None:
+    code = "import sys, rocmci.history; print(sorted(m for m in sys.modules if m.startswith('rocmci.report')))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert shown.stdout.strip() == "[]"
+
+
 def test_compat_json_fields(reports: Path, plan: list[dict[str, Any]]) -> None:
     paths = write_all(reports, plan, generated_at="2026-05-04T09:20:00Z")
     doc = json.loads(paths.compat_json.read_text())
@@ -481,6 +510,59 @@ def test_entry_documents_refuse_bad_digests(reports: Path) -> None:
         entry_documents(reports / PASS, DIGEST, "r/x")
 
 
+def _publish_record(entry_id: str, **fields: Any) -> str:
+    """publish.json as publish writes it: through the same model the report reads it with."""
+    from rocmci.contracts import PublishRecord
+
+    values: dict[str, Any] = {"entry_id": entry_id, "repository": "ghcr.io/acme/rocmci", "digest": DIGEST}
+    values |= {"report_digest": "sha256:" + "ef" * 32, "tags_moved": ["mi355x-validated"], "finished": "2026-05-04T10:00:00Z"}
+    return PublishRecord(**(values | fields)).to_json()
+
+
+def test_reports_name_the_image_publish_recorded(reports: Path, plan: list[dict[str, Any]]) -> None:
+    (reports / PASS / "publish.json").write_text(_publish_record(PASS))
+    theirs = {path: path.read_bytes() for path in (reports / PASS).iterdir()}
+    paths = write_all(reports, plan)
+    record = next(e for e in json.loads(paths.compat_json.read_text())["entries"] if e["entry"]["id"] == PASS)
+    assert record["verdict"] == "pass" and record["subject"] == {"name": "ghcr.io/acme/rocmci", "digest": DIGEST}
+    assert record["image"]["digest"] == DIGEST and record["image"]["ref"].startswith("ghcr.io/acme/rocmci:")
+    statement = json.loads(paths.intoto[PASS].read_text())
+    assert statement["subject"] == [{"name": "ghcr.io/acme/rocmci", "digest": {"sha256": "ab" * 32}}]
+    assert f'<property name="image_digest" value="{DIGEST}" />' in paths.junit_xml.read_text()
+    page = paths.index_html.read_text()
+    assert "<dt>published to</dt><dd>ghcr.io/acme/rocmci</dd>" in page and f"<dd>{DIGEST}</dd>" in page
+    assert {path: path.read_bytes() for path in theirs} == theirs, "the report writes nothing into validate's or publish's files"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (lambda: _publish_record(PASS).replace(DIGEST, "sha256:abc"), "publish.json does not follow rocmci.publish/v1: digest:"),
+        (lambda: _publish_record(FAIL), f"publish.json: entry_id: the record is for '{FAIL}', not '{PASS}'"),
+        (lambda: "{", "publish.json is not valid JSON"),
+    ],
+)
+def test_a_publish_record_that_does_not_fit_stops_the_report(
+    reports: Path, plan: list[dict[str, Any]], text: Callable[[], str], problem: str
+) -> None:
+    before = write_all(reports, plan).compat_json.read_bytes()
+    (reports / PASS / "publish.json").write_text(text())
+    with pytest.raises(ReportError, match=re.escape(problem)):
+        write_all(reports, plan, generated_at="2099-01-01T00:00:00Z")
+    assert (reports / "compat.json").read_bytes() == before
+
+
+def test_a_publish_record_for_another_image_than_the_one_validated_stops_the_report(
+    reports: Path, plan: list[dict[str, Any]]
+) -> None:
+    edit(reports / PASS / "result.json", lambda d: d["image"].update(digest="sha256:" + "cd" * 32))
+    (reports / PASS / "publish.json").write_text(_publish_record(PASS))
+    with pytest.raises(
+        ReportError, match=r"publish.json: digest: sha256:abab.* was published, but the run validated sha256:cdcd"
+    ):
+        write_all(reports, plan)
+
+
 def test_credentials_in_references_never_reach_reports(reports: Path, plan: list[dict[str, Any]]) -> None:
     record, statement = entry_documents(reports / PASS, DIGEST, "https://bot:s3cr3t-token@registry.example/rocmci")
     assert "s3cr3t" not in json.dumps(record) + json.dumps(statement)
@@ -513,13 +595,102 @@ def test_html_escapes_hostile_strings(reports: Path, plan: list[dict[str, Any]])
     paths = write_all(reports, plan)
     page = paths.index_html.read_text()
     assert "<script" not in page.lower() and "<img" not in page and "<svg onload" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page  # markupsafe writes a quote as &#34;
     assert "\x1b" not in page and "\x00" not in page
     ET.fromstring(paths.junit_xml.read_text())  # control characters stripped: still well-formed XML
     md = paths.compat_md.read_text()
     assert "<script" not in md
     row = next(line for line in md.splitlines() if line.startswith("| evil"))
     assert len(re.findall(r"(?<!\\)\|", row)) == len(re.findall(r"(?<!\\)\|", md.splitlines()[4]))
+
+
+def _hostile(field: str) -> str:
+    """Markup, both quote characters and an attribute break-out, marked with the field it was fed through."""
+    return f'<script>alert("{field}")</script>\'" onmouseover="alert(\'{field}\')'
+
+
+class _Page(HTMLParser):
+    """Every element, attribute and text of a page, and whether its elements nest (each end tag closes the last open one)."""
+
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"})
+
+    def __init__(self, page: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str | None]] = []
+        self.texts: list[str] = []
+        self.problems: list[str] = []
+        self.feed(page)
+        self.close()
+        self.problems += [f"<{tag}> never closed" for tag in self.open]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_startendtag(tag, attrs)
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attributes += attrs
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open[-1] != tag:
+            self.problems.append(f"</{tag}> while {self.open[-1:]} is open")
+        else:
+            self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.texts.append(data)
+
+    def shows(self, text: str) -> bool:
+        """Whether `text` reached the reader intact: inside one text node or one attribute value."""
+        return any(text in t for t in self.texts) or any(value and text in value for _, value in self.attributes)
+
+
+def test_every_user_controlled_field_is_escaped_in_the_page(reports: Path, plan: list[dict[str, Any]]) -> None:
+    """Plan pins, the host, the run error, findings, smoke cases, gates, skips, logs and saved history: each carries
+    markup and quotes into index.html and comes out as text (no element, no attribute of its own), in a page whose
+    elements still nest."""
+    fail = entry_of(plan, FAIL)
+    fail.update({k: _hostile(k) for k in ("stack", "gpu", "torch", "aiter", "rocm", "python", "base_image", "torch_index")})
+
+    def result(d: dict[str, Any]) -> None:
+        d["entry"]["id"] = FAIL
+        d["host"].update(hostname=_hostile("hostname"), gpu_name=_hostile("gpu_name"), gfx=_hostile("gfx"))
+        d["image"]["ref"] = _hostile("image")
+        d["error"] = _hostile("run error")
+
+    def smoke(d: dict[str, Any]) -> None:
+        d["cases"][0].update(impl=_hostile("impl"), status="fail", reason=_hostile("case reason"))
+        d["gates"].append({"name": _hostile("gate"), "passed": False, "detail": _hostile("gate detail")})
+        d["skipped"].append({"what": _hostile("skipped"), "reason": _hostile("skip reason")})
+        d["device"]["name"] = _hostile("device")
+
+    edit(reports / FAIL / "result.json", result)
+    edit(
+        reports / FAIL / "probe.json",
+        lambda d: d["findings"].append({"code": _hostile("code"), "severity": "error", "message": _hostile("finding")}),
+    )
+    edit(reports / FAIL / "smoke.json", smoke)
+    (reports / FAIL / "smoke.log").write_text(_hostile("log") + "\n")
+    row = {"report_time": "2026-11-01T00:00:00Z", "pin": _hostile("pin"), "digest": DIGEST, "tags": [_hostile("tag")]}
+    row |= {"verdict": _hostile("verdict"), "graph_us": 10.0, "bandwidth_frac": 0.5, "report_digest": DIGEST}
+    saved = {"schema": "rocmci.history/v1", "repository": _hostile("repository"), "gpu": _hostile("history gpu"), "rows": [row]}
+    (reports / "history-x.json").write_text(json.dumps(saved))
+
+    page = _Page(write_all(reports, [fail]).index_html.read_text())
+    assert not page.problems, page.problems[:5]
+    assert "script" not in page.tags
+    assert not [name for name, _ in page.attributes if name.startswith("on")]
+    fields = [
+        *("stack", "gpu", "torch", "aiter", "rocm", "python", "base_image", "torch_index", "hostname", "gpu_name", "gfx"),
+        *("image", "run error", "impl", "case reason", "gate", "gate detail", "skipped", "skip reason", "device", "code"),
+        *("finding", "log", "pin", "verdict", "repository", "history gpu"),
+    ]
+    assert [field for field in fields if not page.shows(_hostile(field))] == []
+    with pytest.raises(ReportError, match="not a safe directory name"):  # an entry id is a directory name: never markup
+        write_all(reports, [{**fail, "id": _hostile("id")}])
 
 
 def test_html_is_self_contained(reports: Path, plan: list[dict[str, Any]]) -> None:
@@ -554,10 +725,10 @@ def test_a_failed_report_run_leaves_the_previous_files_intact(
     before = _report_files(reports)
     assert paths.compat_json.exists()
 
-    def boom(report: rp.CompatReport) -> str:
+    def boom(report: rp.CompatReport, histories: object) -> str:
         raise RuntimeError("render failed")
 
-    monkeypatch.setattr(rp, "render_html", boom)
+    monkeypatch.setattr(files, "render_html", boom)
     with pytest.raises(RuntimeError, match="render failed"):
         write_all(reports, plan)
     assert _report_files(reports) == before, "a failed render must not delete or change the previous report"
@@ -869,7 +1040,7 @@ def test_a_deeply_nested_smoke_json_is_an_error_not_a_crash(real: tuple[Path, di
 
 def test_an_oversized_document_is_not_read(real: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     entry_dir, entry = real
-    monkeypatch.setattr(rp, "MAX_DOCUMENT_BYTES", 1000)
+    monkeypatch.setattr(evidence, "MAX_DOCUMENT_BYTES", 1000)
     verdict = verdict_for(entry_dir, entry)
     assert verdict.verdict == "error" and any("more than the 1000 a rocmci document may have" in r for r in verdict.reasons)
 

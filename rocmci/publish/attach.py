@@ -31,6 +31,7 @@ from rocmci.oci.client import settle
 from rocmci.plan import validated_tag_for as validated_tag
 from rocmci.publish.items import DocumentsFor, PublishItem, PublishResult
 from rocmci.publish.record import PublishRecord, now_iso, write_publish_record
+from rocmci.report.verdict import is_pass
 
 if TYPE_CHECKING:
     from rocmci.attest import PublishHooks
@@ -85,7 +86,7 @@ def move_validated_tag(
     """
     tag = validated_tag(gpu, stack)
     wrong_stack = stack is not None and report.entry.get("stack") != stack
-    if report.verdict != "pass" or report.entry.get("gpu") != gpu or report.subject_digest != digest or wrong_stack:
+    if not is_pass(report.verdict) or report.entry.get("gpu") != gpu or report.subject_digest != digest or wrong_stack:
         on = f"{gpu} x {stack}" if stack else gpu
         return TagMove(tag, False, f"report {report.artifact.digest[:19]} is not a pass on {on} for {digest[:19]}")
     bound = client.time_bound()
@@ -143,10 +144,10 @@ def attach_and_move(
     if hooks:  # rocmci.attest: the record as a signed in-toto attestation, before any tag moves (issue 14)
         base["attestation"] = hooks.after_attach(reference, docs, log)
     wrong_stack = item.stack is not None and docs.entry.get("stack") != item.stack
-    if docs.verdict != "pass" or docs.entry.get("gpu") != item.gpu or wrong_stack:
+    if not is_pass(docs.verdict) or docs.entry.get("gpu") != item.gpu or wrong_stack:
         why = (
             f"verdict {docs.verdict}"
-            if docs.verdict != "pass"
+            if not is_pass(docs.verdict)
             else f"report is for {docs.entry.get('gpu')} x {docs.entry.get('stack')}"
         )
         reasons = "; ".join(str(r) for r in docs.record.get("reasons") or [])[:300]

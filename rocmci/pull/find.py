@@ -22,6 +22,7 @@ from rocmci.oci import (
     split_repository,
 )
 from rocmci.publish.push import engine_auth, follow_stream
+from rocmci.report.verdict import is_pass
 
 if TYPE_CHECKING:
     import docker
@@ -58,7 +59,7 @@ def _pin_matches(have: Any, want: str | None) -> bool:
 def _candidate_problem(
     report: AttachedReport, gpu: str, torch: str | None, aiter: str | None, stack: str | None = None
 ) -> str | None:
-    if report.verdict != "pass":
+    if not is_pass(report.verdict):
         return f"verdict {report.verdict}"
     if report.entry.get("gpu") != gpu:
         return f"report is for {report.entry.get('gpu')}"

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rocmci import oci
 from rocmci.errors import Problem, RegistryError, RocmciError
 from rocmci.pull.find import PullResult, pull, stderr_line
+from rocmci.report.verdict import is_pass
 
 if TYPE_CHECKING:
     from rocmci.oci import AttachedReport, RegistryClient
@@ -230,7 +231,7 @@ def verify_lock(lock: Lock, repository: str | None = None, client: RegistryClien
     checks.append(LockCheck("report", True, f"{lock.report.digest} attached, names this image"))
     scope = report.documents.record.get("scope")
     gpu = report.entry.get("gpu")
-    holds = report.verdict == "pass" and scope == lock.report.scope and gpu == lock.gpu
+    holds = is_pass(report.verdict) and scope == lock.report.scope and gpu == lock.gpu
     got = f"verdict {report.verdict}, scope {scope}, on {gpu}"
     wanted = f"pass, scope {lock.report.scope}, on {lock.gpu}"
     checks.append(LockCheck("verdict", holds, got if holds else f"{got}: the lock needs {wanted}"))
