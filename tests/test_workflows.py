@@ -328,3 +328,48 @@ def test_ci_runs_the_test_suite_on_hosted_runners() -> None:
     assert "bash scripts/test" in scripts
     assert any("ruff check" in s for s in scripts)
     assert any("lint_workflows.js" in s for s in scripts) and any("zizmor --offline" in s for s in scripts)
+
+
+def run_script(script: str, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    (tmp_path / "output").write_text("")
+    done = subprocess.run(
+        [sys.executable, f"scripts/ci/{script}"],
+        cwd=ROOT,
+        env={**fake_venv(tmp_path), "REPORTS": str(tmp_path / "reports"), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done, step_outputs(tmp_path / "output")
+
+
+@pytest.mark.parametrize("script", ["build", "validate", "promote"])
+def test_job_scripts_name_a_missing_input(tmp_path: Path, script: str) -> None:
+    done, outputs = run_script(script, tmp_path, GPU="local")
+    assert done.returncode == 1 and outputs == {}
+    assert done.stderr.strip() == f"::error::scripts/ci/{script}: ENTRY, BUILD: required in the environment", done.stderr
+
+
+def test_validate_needs_the_build_record(tmp_path: Path) -> None:
+    """A runner whose build job recorded nothing (failed build) stops before touching an engine or the registry."""
+    done, outputs = run_script(
+        "validate", tmp_path, GPU="local", ENTRY="local-x", BUILD="cpu-x", DOCKER_HOST="unix:///nonexistent"
+    )
+    assert done.returncode == 1 and outputs == {}
+    record = tmp_path / "reports" / "builds" / "cpu-x.json"
+    assert (
+        done.stderr.strip()
+        == f"::error::scripts/ci/validate: {record}: no build record for cpu-x (its build job failed or recorded nothing)"
+    )
+
+
+def test_promote_without_results_promotes_nothing(tmp_path: Path) -> None:
+    """An entry not built or not validated in this run: a notice, promoted=false, and success (its neighbours go on)."""
+    (tmp_path / "reports" / "builds").mkdir(parents=True)
+    (tmp_path / "reports" / "builds" / "cpu-x.json").write_text("{}")
+    done, outputs = run_script(
+        "promote", tmp_path, GPU="local", ENTRY="local-x", BUILD="cpu-x", DOCKER_HOST="unix:///nonexistent"
+    )
+    assert done.returncode == 0, done.stderr
+    assert outputs == {"promoted": "false", "digest": "", "tags": ""}
+    assert "::notice::local-x: no validation result in this run, nothing to promote" in done.stdout
