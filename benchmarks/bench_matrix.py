@@ -24,6 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rocmci import plan as rocmci_matrix
+from rocmci.plan import yamlfile
 
 BUDGET_S = 1.0
 AMD_TARGETS = {"mi300x": ("gfx942", 5.3), "mi325x": ("gfx942", 6.0), "mi350x": ("gfx950", 8.0), "mi355x": ("gfx950", 8.0)}
@@ -107,16 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=7, help="runs per figure; the best is reported (default 7)")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, Python {platform.python_version()}, PyYAML {yaml.__version__}")
-    loaders = {"libyaml": rocmci_matrix._LOADERS, "pure-Python PyYAML": rocmci_matrix._LOADERS[-1:]}
+    loaders = {"libyaml": yamlfile.LOADERS, "pure-Python PyYAML": yamlfile.LOADERS[-1:]}
     if not getattr(yaml, "__with_libyaml__", False):
-        loaders = {"pure-Python PyYAML": rocmci_matrix._LOADERS}
-    worst, shipped_loaders = 0.0, rocmci_matrix._LOADERS
+        loaders = {"pure-Python PyYAML": yamlfile.LOADERS}
+    worst, shipped_loaders = 0.0, yamlfile.LOADERS
     with tempfile.TemporaryDirectory() as scratch:
         for layout in ("axes", "include"):
             path = Path(scratch) / f"matrix-{layout}.yaml"
             path.write_text(generate(layout))
             for loader_name, loader_classes in loaders.items():
-                rocmci_matrix._LOADERS = loader_classes
+                yamlfile.LOADERS = loader_classes
                 figures = measure(path, args.runs)
                 worst = max(worst, figures["total"])
                 parts = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in figures.items() if name != "total")
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"1000 entries ({layout}, {path.stat().st_size // 1024} KiB, {loader_name}): "
                     f"{figures['total']:.3f} s ({figures['total'] / BUDGET_S:.2f}x of the {BUDGET_S:g} s budget; {parts})"
                 )
-    rocmci_matrix._LOADERS = shipped_loaders
+    yamlfile.LOADERS = shipped_loaders
     return 0 if worst < BUDGET_S else 1
 
 

@@ -103,7 +103,8 @@ def matrix(file: str | None, gpu: str | None, as_json: bool, gpus: str | None = 
     plan, entries = _selected(file, gpu, None)
     entries = _declared(plan, gpu, gpus, entries)
     if as_json:
-        print(json.dumps((github_build_matrix if builds else github_matrix)(entries), separators=(",", ":"), allow_nan=False))
+        document = github_build_matrix(entries, plan.staging_repository) if builds else github_matrix(entries)
+        print(json.dumps(document, separators=(",", ":"), allow_nan=False))
         return
     rows = [
         (

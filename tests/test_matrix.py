@@ -301,7 +301,7 @@ def test_two_cpu_targets_share_one_build_and_the_build_matrix_lists_them(tmp_pat
     plan = load_plan(write_matrix(tmp_path, document), context_root=context_root)
     local, local2 = (next(e for e in plan.entries if e.gpu == gpu) for gpu in ("local", "local2"))
     assert local.tag == local2.tag and local.build_id == "cpu-torch2.13.0-aiter0.1.7.post2.dev18"
-    builds = json.loads(json.dumps(github_build_matrix(plan.entries)))["include"]
+    builds = json.loads(json.dumps(github_build_matrix(plan.entries, plan.staging_repository)))["include"]
     assert len(builds) == 5 and len(plan.entries) == 10
     cpu = next(item for item in builds if item["kind"] == "cpu")
     assert cpu["entries"] == [local.id, local2.id] and cpu["gpus"] == ["local", "local2"] and cpu["tag"] == local.tag
@@ -562,3 +562,57 @@ def test_build_gate_compares_a_local_pin_whole() -> None:
     assert gates.check_torch(public, "")[0] == []
     assert gates.check_torch(f"{public}+{local}.other", "")[0] == [f"torch is {installed}, the stack pins {public}+{local}.other"]
     assert gates.check_torch(f"{public}+rocm7.0.0.lw.git64359f59", "7.0")[0][0].startswith(f"torch is {installed}")
+
+
+def test_builders_and_staging_reach_the_plan_and_the_build_matrix(tmp_path: Path, context_root: Path) -> None:
+    document = shipped()
+    document["staging"] = "127.0.0.1:5000/rocmci-staging"
+    document["builders"] = {"default": ["ubuntu-latest"], "rocm": ["self-hosted", "linux", "x64", "rocm-builder"]}
+    document["stacks"]["rocm7.1-torch2.12"]["builder"] = ["self-hosted", "big-disk"]
+    plan = load_plan(write_matrix(tmp_path, document), context_root=context_root)
+    assert (plan.release_repository, plan.staging_repository) == ("127.0.0.1:5000/rocmci", "127.0.0.1:5000/rocmci-staging")
+    assert plan.repository == plan.release_repository
+    runs_on = {e.stack_name: list(e.builder_runs_on) for e in plan.entries}
+    assert runs_on == {
+        "rocm7.1-torch2.12": ["self-hosted", "big-disk"],
+        "rocm7.2-torch2.13": ["self-hosted", "linux", "x64", "rocm-builder"],
+        "local": ["ubuntu-latest"],
+    }
+    builds = github_build_matrix(plan.entries, plan.staging_repository)["include"]
+    for item in builds:
+        assert item["builder_runs_on"] == runs_on[item["stack"]]
+        assert item["staging_ref"] == f"127.0.0.1:5000/rocmci-staging:{item['tag']}"
+    assert "builder_runs_on" not in github_matrix(plan.entries)["include"][0]  # entry rows (validate jobs) stay as they were
+
+
+def test_without_builders_or_staging_everything_builds_on_the_default_and_stages_in_the_release_repository(
+    tmp_path: Path, context_root: Path
+) -> None:
+    document = shipped()
+    document.pop("builders", None)
+    document.pop("staging", None)
+    plan = load_plan(write_matrix(tmp_path, document), context_root=context_root)
+    assert plan.staging_repository == plan.release_repository == document["repository"]
+    assert {tuple(e.builder_runs_on) for e in plan.entries} == {("ubuntu-latest",)}
+    document["builders"] = {"default": ["cpu-builder"]}  # ROCm stacks fall back to the default builder
+    plan = load_plan(write_matrix(tmp_path, document), context_root=context_root)
+    assert {tuple(e.builder_runs_on) for e in plan.entries} == {("cpu-builder",)}
+
+
+def test_the_build_matrix_json_names_builders_and_staging_refs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "matrix", "--json", "--builds"],
+        cwd=REPO,
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["include"]
+    plan = load_plan(DEFAULT_MATRIX)
+    assert {row["stack"]: row["builder_runs_on"] for row in rows} == {
+        "rocm7.1-torch2.12": ["self-hosted", "linux", "x64", "rocm-builder"],
+        "rocm7.2-torch2.13": ["self-hosted", "linux", "x64", "rocm-builder"],
+        "local": ["ubuntu-latest"],
+    }
+    assert all(row["staging_ref"] == f"{plan.staging_repository}:{row['tag']}" for row in rows)

@@ -17,12 +17,9 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -30,9 +27,9 @@ import pytest
 from rocmci.plan import Entry, load_plan
 from rocmci.report import verdict_for
 from tests.conftest import ROOT
+from tests.engines import SecondEngine, own_engine
 
 BASE_IMAGE = "rocmci/debian:bookworm"
-ROLE_FILTER = {"label": "io.rocmci.role=validate"}
 HANGING_PYTHON = b"""#!/bin/sh
 # TEST FIXTURE: stands in for python; hangs in the check named in /opt/rocmci-hang, answers {} elsewhere.
 [ "$(cat /opt/rocmci-hang)" = "$(basename "$2" .py)" ] && exec /bin/sleep 600
@@ -45,114 +42,11 @@ exec /bin/sleep "$@"
 """
 
 
-@dataclass
-class SecondEngine:
-    """A dockerd of this test's own, under a short /tmp path (unix socket paths are limited to 108 bytes)."""
-
-    root: Path
-    process: subprocess.Popen | None = None
-    log: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log = self.root / "dockerd.log"
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.root / 'docker.sock'}"
-
-    def start(self) -> None:
-        command = [
-            "dockerd",
-            f"--data-root={self.root / 'data'}",
-            f"--exec-root={self.root / 'exec'}",
-            f"--pidfile={self.root / 'docker.pid'}",
-            f"--host={self.host}",
-            "--bridge=none",
-            "--iptables=false",
-        ]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if subprocess.run(["docker", "-H", self.host, "info"], capture_output=True, check=False).returncode == 0:
-                return
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            time.sleep(0.5)
-        pytest.fail(f"the second dockerd did not start: {self.log.read_text()[-3000:]}")
-
-    def ensure_running(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            self.start()
-
-    def kill(self) -> None:
-        """SIGKILL by pid, as a crashing engine dies."""
-        assert self.process is not None
-        containerd = self.root / "exec" / "containerd" / "containerd.pid"
-        containerd_pid = int(containerd.read_text()) if containerd.exists() else None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-        # Its containerd dies with it; a restart before that process is reaped would wait on its dead socket.
-        deadline = time.monotonic() + 60
-        while containerd_pid and Path(f"/proc/{containerd_pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
-
-    def client(self):
-        import docker
-
-        return docker.DockerClient(base_url=self.host, timeout=120)
-
-    def validate_containers(self) -> list:
-        return self.client().containers.list(all=True, filters=ROLE_FILTER)
-
-
-def _own_processes(root: Path) -> list[int]:
-    """containerd and shims this engine started: their command lines name its exec root."""
-    mine = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if str(root).encode() in (proc / "cmdline").read_bytes():
-                    mine.append(int(proc.name))
-            except OSError:
-                continue
-    return mine
-
-
-def _teardown(engine: SecondEngine) -> None:
-    with suppress(Exception):
-        engine.ensure_running()
-        for container in engine.client().containers.list(all=True):
-            container.remove(force=True)
-    engine.stop()
-    for pid in _own_processes(engine.root):
-        with suppress(Exception):
-            os.kill(pid, signal.SIGKILL)
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for mount in reversed([m for m in mounts if m.startswith(str(engine.root))]):
-        subprocess.run(["umount", "-l", mount], check=False)
-    shutil.rmtree(engine.root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def second_engine(engine) -> Iterator[SecondEngine]:
-    if shutil.which("dockerd") is None:
-        pytest.fail("dockerd is not installed (scripts/setup-host installs docker.io)")
-    own = SecondEngine(Path(tempfile.mkdtemp(prefix="rocmci-e2-", dir="/tmp")))
-    try:
-        own.start()
-        own.client().images.load(b"".join(engine.images.get(BASE_IMAGE).save(named=True)))
+    with own_engine("rocmci-e2-") as own:
+        own.load_from(engine, BASE_IMAGE)
         yield own
-    finally:
-        _teardown(own)
 
 
 def _hanging_image(engine: SecondEngine, step: str, ref: str) -> None:

@@ -2,6 +2,6 @@
 
 import sys
 
-from rocmci.plan import main
+from rocmci.plan.load import main
 
 sys.exit(main())
