@@ -25,7 +25,8 @@ run() {  # run NAME SCRIPT TRITON_CACHE BYTECODE_PREFIX|-: one timed run, wall m
   if [ "$pyc" = - ]; then
     TRITON_CACHE_DIR=$cache python3 -B -P "$script" "${flags[@]}" >"/tmp/ab/$name.json" 2>"/tmp/ab/$name.log"
   else
-    TRITON_CACHE_DIR=$cache PYTHONPYCACHEPREFIX=$pyc python3 -P "$script" "${flags[@]}" >"/tmp/ab/$name.json" 2>"/tmp/ab/$name.log"
+    TRITON_CACHE_DIR=$cache PYTHONPYCACHEPREFIX=$pyc python3 -P "$script" "${flags[@]}" \
+      >"/tmp/ab/$name.json" 2>"/tmp/ab/$name.log"
   fi
   echo "$name exit $? wall_ms $(( ($(date +%s%N) - start) / 1000000 )) $(python3 -B "$SUMMARY" "/tmp/ab/$name.json" --brief |
     grep -o "counts {[^}]*}")" | tee -a "$OUT/ab.txt"
@@ -48,6 +49,7 @@ for line in open(sys.argv[1]):
     if m:
         walls.setdefault((m[1], m[2]), []).append(int(m[4]) / 1000)
 for (version, kind), values in sorted(walls.items()):
-    print(f"{version} {kind}: median {statistics.median(values):.2f} s, range {min(values):.2f}-{max(values):.2f} s over {len(values)}")
+    spread = f"range {min(values):.2f}-{max(values):.2f} s over {len(values)}"
+    print(f"{version} {kind}: median {statistics.median(values):.2f} s, {spread}")
 PY
 (cd /tmp/ab && tar czf "$OUT/ab.tar.gz" ./*.json ./*.log)

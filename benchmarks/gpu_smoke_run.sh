@@ -32,7 +32,7 @@ case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
 esac
 
 smoke() {  # smoke NAME TRITON_CACHE_DIR BYTECODE_CACHE_DIR|- [extra flags]: one timed run; JSON to $OUT, log to /tmp
-  local name=$1 cache=$2 pyc=$3 start rc wall
+  local name=$1 cache=$2 pyc=$3 start rc wall own
   shift 3
   start=$(date +%s%N)
   if [ "$pyc" = - ]; then
@@ -47,13 +47,14 @@ smoke() {  # smoke NAME TRITON_CACHE_DIR BYTECODE_CACHE_DIR|- [extra flags]: one
   rc=$?
   wall=$(( ($(date +%s%N) - start) / 1000000 ))
   # the script's own last line gives the seconds from its torch import to its end; the rest is start-up and exit
-  echo "$name: exit $rc, $wall ms wall (process start to exit), script's own: $(grep -o 'done: [0-9.]* s' "/tmp/smoke-$name.log")" |
+  own=$(grep -o 'done: [0-9.]* s' "/tmp/smoke-$name.log")
+  echo "$name: exit $rc, $wall ms wall (process start to exit), script's own: $own" |
     tee -a "$OUT/machine.txt"
 }
 smoke cold /tmp/triton-full /tmp/pyc-full          # fresh machine: empty caches, every aiter-triton specialization compiles
 smoke warm /tmp/triton-full /tmp/pyc-full          # same caches, now warm
 smoke warm-triton-only /tmp/triton-full -          # Triton cache warm, no bytecode cache: issue 4's "warm"
-smoke cold-bytecode /tmp/triton-empty /tmp/pyc-full  # Triton cache empty, bytecode kept: a fresh image built by pip, which compiles it
+smoke cold-bytecode /tmp/triton-empty /tmp/pyc-full  # empty Triton cache, bytecode kept: a fresh image (pip compiles it)
 smoke quick-cold /tmp/triton-quick /tmp/pyc-quick --quick
 smoke cold2 /tmp/triton-full2 /tmp/pyc-full2        # cold again on the same machine (its page cache now warm)
 names="cold warm warm-triton-only cold-bytecode quick-cold cold2"
