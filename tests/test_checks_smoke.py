@@ -419,3 +419,31 @@ def test_jit_warm_up_calls_every_case_once_and_survives_failures(smoke: ModuleTy
     smoke.warm_up_jit(smoke.Impl("jit", records, fused=True, jit=True), specs, torch.device("cpu"))
     assert len(seen) == len(specs) and set(seen) == real
     assert seen[0][0][0] == (specs[0].tokens, specs[0].hidden)  # the first call ran first, alone
+
+
+def test_one_compile_per_triton_specialization(smoke: ModuleType) -> None:
+    specs = smoke.case_specs(False, smoke.Impl("jit", forgets_bias, fused=True, jit=True), gpu=True)
+    distinct = smoke.distinct_specializations(specs)
+    keys = [smoke.specialization_key(s) for s in distinct]
+    assert len(set(keys)) == len(keys) and {smoke.specialization_key(s) for s in specs} == set(keys)
+    assert distinct[0] == specs[0] and [specs.index(s) for s in distinct] == sorted(specs.index(s) for s in distinct)
+
+    def key(tokens: int, hidden: int, layout: str = "contiguous", kind: str = "hidden") -> tuple[Any, ...]:
+        return smoke.specialization_key(smoke.CaseSpec(kind, "bfloat16", "bfloat16", tokens, hidden, layout))
+
+    assert key(1024, 128) == key(8192, 128) == key(1024, 128, "strided")  # M and both row strides divisible by 16
+    assert key(7, 128) == key(83, 128) != key(1, 128) != key(1024, 128)  # Triton specializes an int on == 1 and % 16
+    assert key(83, 5120) == key(83, 7168) == key(83, 8192) != key(83, 5125) == key(83, 5125, "strided")  # block 8192
+    assert key(83, 1536)[2] == 2048 and key(83, 16384)[2] == 16384  # aiter: min(65536 // 2, next_power_of_2(N))
+    fp16 = smoke.CaseSpec("hidden", "float16", "float16", 83, 4096)
+    assert smoke.specialization_key(fp16) != key(83, 4096)
+    assert 18 <= len(distinct) <= 24  # the H200 run compiled 20-21 specializations for the full run
+
+
+def test_the_script_exits_with_its_status_after_writing_everything() -> None:
+    """Run as a program it leaves through os._exit (no interpreter teardown): the JSON and the status must still arrive."""
+    cmd = [sys.executable, "-P", str(SMOKE), "--json", "--impl", "no-such-impl"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 2 and doc["status"] == "error" and "no-such-impl" in doc["error"]
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("[smoke] done:")
