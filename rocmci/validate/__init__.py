@@ -461,21 +461,23 @@ def _gpu_seen(probe_json: Path) -> dict:
 
 
 def write_result(work: Path, entry: Entry, result: RunResult, dev_root: Path) -> None:
-    document = {
-        "schema": RESULT_SCHEMA,
-        "entry": entry.summary(),
-        "image": {"ref": result.image_ref, "id": None, "digest": None, **result.image},
-        "host": {
-            "hostname": socket.gethostname(),
-            "gpu_devices": [str(p) for p in render_nodes(dev_root)],
+    from rocmci.contracts import HostInfo, ImageInfo, ResultDoc, StepRecord  # pydantic: only when a run writes results
+
+    document = ResultDoc(
+        schema=RESULT_SCHEMA,
+        entry=entry.summary(),
+        image=ImageInfo(ref=result.image_ref, **result.image),
+        host=HostInfo(
+            hostname=socket.gethostname(),
+            gpu_devices=[str(p) for p in render_nodes(dev_root)],
             **_gpu_seen(work / "probe.json"),
-        },
-        "started": result.started,
-        "finished": _now(),
-        "steps": {name: step.as_json() for name, step in (("probe", result.probe), ("smoke", result.smoke)) if step},
-        "error": result.error,
-    }
-    (work / "result.json").write_text(strict_json(document))
+        ),
+        started=result.started,
+        finished=_now(),
+        steps={name: StepRecord(**step.as_json()) for name, step in (("probe", result.probe), ("smoke", result.smoke)) if step},
+        error=result.error,
+    )
+    (work / "result.json").write_text(document.to_json(), encoding="utf-8")
 
 
 def strict_json(document: Any) -> str:
