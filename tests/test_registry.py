@@ -65,7 +65,13 @@ def build_image(engine: docker.DockerClient, ref: str, payload: str) -> str:
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
     image, _ = engine.images.build(
-        fileobj=context, custom_context=True, tag=ref, network_mode="none", rm=True, labels={"io.rocmci.managed": "true"}
+        fileobj=context,
+        custom_context=True,
+        tag=ref,
+        network_mode="none",
+        rm=True,
+        nocache=True,  # a cached step may name an image another test on the shared engine just removed
+        labels={"io.rocmci.managed": "true"},
     )
     return image.id
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rocmci import labels
 from rocmci.errors import RegistryError
 from rocmci.oci.client import CLOCK_TOLERANCE, RegistryClient, _canonical, client_for
 from rocmci.oci.reference import (
@@ -101,10 +102,10 @@ def report_manifest(subject: Descriptor, documents: ReportDocuments, record: Des
 def _report_annotations(documents: ReportDocuments) -> dict[str, str]:
     return {
         "org.opencontainers.image.created": str(documents.record.get("report_time")),
-        "io.rocmci.verdict": documents.verdict,
-        "io.rocmci.entry": str(documents.entry.get("id", "")),
-        "io.rocmci.gpu": str(documents.entry.get("gpu", "")),
-    } | ({"io.rocmci.stack": str(documents.entry["stack"])} if documents.entry.get("stack") else {})
+        labels.VERDICT: documents.verdict,
+        labels.ENTRY: str(documents.entry.get("id", "")),
+        labels.GPU: str(documents.entry.get("gpu", "")),
+    } | ({labels.STACK: str(documents.entry["stack"])} if documents.entry.get("stack") else {})
 
 
 def attach_report(
@@ -223,9 +224,9 @@ def attached_reports(
 
 def passing_on(gpu: str, stack: str | None = None) -> Callable[[Descriptor], str | None]:
     def keep(artifact: Descriptor) -> str | None:
-        verdict = artifact.annotations.get("io.rocmci.verdict", "pass")
-        on = artifact.annotations.get("io.rocmci.gpu", gpu)
-        with_stack = artifact.annotations.get("io.rocmci.stack") or stack
+        verdict = artifact.annotations.get(labels.VERDICT, "pass")
+        on = artifact.annotations.get(labels.GPU, gpu)
+        with_stack = artifact.annotations.get(labels.STACK) or stack
         if verdict != "pass":
             return f"verdict {verdict}"
         if stack and with_stack != stack:

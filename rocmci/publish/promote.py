@@ -32,7 +32,7 @@ from rocmci.oci import (
 )
 from rocmci.publish.attach import attach_and_move, publisher_time, record_result
 from rocmci.publish.items import DocumentsFor, PublishItem, PublishResult, report_documents, validated_image
-from rocmci.publish.push import failed_result, guarded
+from rocmci.publish.push import check_all_then_each, failed_result
 from rocmci.publish.record import BuildRecord, read_build_record
 
 if TYPE_CHECKING:
@@ -202,23 +202,11 @@ def promote(
         reason = f"{exc}; nothing promoted"
         log(f"promote: {reason}")
         return [failed_result(item, "error", reason) for item in items]
-    results: dict[int, PublishResult] = {}
-    staged: dict[int, Staged] = {}
-    for index, promotion in enumerate(promotions):
-        outcome = guarded(
-            promotion.item,
-            client,
-            log,
-            lambda promotion=promotion: check_before_promote(
-                promotion, release, client=client, documents_for=documents_for, report_time=report_time
-            ),
-        )
-        (staged if isinstance(outcome, Staged) else results)[index] = outcome
-    for index, ready in staged.items():
-        results[index] = guarded(
-            ready.item,
-            client,
-            log,
-            lambda ready=ready: promote_one(ready, release, client=client, documents_for=documents_for, log=log, hooks=hooks),
-        )
-    return [results[index] for index in range(len(promotions))]
+
+    def check(promotion: Promotion) -> Staged:
+        return check_before_promote(promotion, release, client=client, documents_for=documents_for, report_time=report_time)
+
+    def move(staged: Staged) -> PublishResult:
+        return promote_one(staged, release, client=client, documents_for=documents_for, log=log, hooks=hooks)
+
+    return check_all_then_each(items, promotions, check, move, client, log)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rocmci.errors import RegistryError, RocmciError
+from rocmci.labels import EXTRA_CA
 from rocmci.oci import (
     PASSWORD_ENV,
     USER_ENV,
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
     import docker
 
     from rocmci.attest import PublishHooks
+
+
+T = TypeVar("T")
+Ready = TypeVar("Ready")
 
 
 class ImageMissing(RegistryError):
@@ -83,7 +88,7 @@ def _local_image(engine: docker.DockerClient, item: PublishItem) -> Any:
         image = engine.images.get(item.local_ref)
     except ImageNotFound:
         raise ImageMissing(f"{item.local_ref} is not in the local engine (run invoke build and validate first)") from None
-    if image.labels.get("io.rocmci.extra-ca") == "baked":
+    if image.labels.get(EXTRA_CA) == "baked":
         raise RegistryError(
             f"{item.local_ref} has a private CA baked in (--bake-ca): it is for its build host only, never published"
         )
@@ -219,27 +224,37 @@ def publish(
         reason = client.redact(str(exc) if isinstance(exc, RocmciError) else f"{type(exc).__name__}: {exc}") + "; nothing pushed"
         log(f"publish: {reason}")
         return [failed_result(item, "error", reason) for item in items]
+
+    def check(item: PublishItem) -> Checked:
+        return check_before_push(
+            item, repository, engine=engine, client=client, store=store, documents_for=documents_for, report_time=report_time
+        )
+
+    def push(ready: Checked) -> PublishResult:
+        return publish_one(
+            ready, repository, engine=engine, client=client, store=store, documents_for=documents_for, log=log, hooks=hooks
+        )
+
+    return check_all_then_each(items, items, check, push, client, log)
+
+
+def check_all_then_each(
+    items: Sequence[PublishItem],
+    work: Sequence[T],
+    check: Callable[[T], Ready],
+    do: Callable[[Ready], PublishResult],
+    client: RegistryClient,
+    log: Log,
+) -> list[PublishResult]:
+    """check() every piece of work before do() runs on any; one result per item, in order. A refusal or error fails
+    only its own entry (`guarded`), and do() runs only on what passed its check."""
     results: dict[int, PublishResult] = {}
-    checked: dict[int, Checked] = {}
-    for index, item in enumerate(items):
-        outcome = guarded(
-            item,
-            client,
-            log,
-            lambda item=item: check_before_push(
-                item, repository, engine=engine, client=client, store=store, documents_for=documents_for, report_time=report_time
-            ),
-        )
-        (checked if isinstance(outcome, Checked) else results)[index] = outcome
-    for index, ready in checked.items():
-        results[index] = guarded(
-            ready.item,
-            client,
-            log,
-            lambda ready=ready: publish_one(
-                ready, repository, engine=engine, client=client, store=store, documents_for=documents_for, log=log, hooks=hooks
-            ),
-        )
+    ready: dict[int, Ready] = {}
+    for index, (item, piece) in enumerate(zip(items, work, strict=True)):
+        outcome = guarded(item, client, log, lambda piece=piece: check(piece))
+        (results if isinstance(outcome, PublishResult) else ready)[index] = outcome
+    for index, checked in ready.items():
+        results[index] = guarded(items[index], client, log, lambda checked=checked: do(checked))
     return [results[index] for index in range(len(items))]
 
 

@@ -1,6 +1,6 @@
-"""What publish and promote write (`<reports>/<entry>/publish.json`, `PublishRecord`) and what promotion reads
-(`<reports>/builds/<build_id>.json`, `BuildRecord`, written by `invoke build --push`). Writer and reader share these
-models; strict JSON only."""
+"""Reading and writing the records of publish and promote: `<reports>/<entry>/publish.json` (`PublishRecord`, written
+here) and `<reports>/builds/<build_id>.json` (`BuildRecord`, written by `invoke build --push`, read by promotion).
+The models are rocmci.contracts'; writer and reader share them."""
 
 from __future__ import annotations
 
@@ -8,44 +8,16 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from rocmci.contracts import BuildRecord, PublishRecord
 from rocmci.errors import RocmciError
+from rocmci.labels import BUILD_SCHEMA, PUBLISH_SCHEMA
 
 PUBLISH_FILE = "publish.json"
-Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
-
-
-class PublishRecord(_Record):
-    """What one publish or promotion put in the release repository for one entry."""
-
-    schema_id: Literal["rocmci.publish/v1"] = Field("rocmci.publish/v1", alias="schema")
-    entry_id: str
-    repository: str
-    digest: Digest
-    report_digest: Digest
-    tags_moved: list[str]
-    signed: bool
-    finished: str
-
-
-class BuildRecord(_Record):
-    """What `invoke build --push` pushed to staging for one build (`pushed` false: the tag existed, not rebuilt)."""
-
-    schema_id: Literal["rocmci.build/v1"] = Field("rocmci.build/v1", alias="schema")
-    build_id: str
-    entries: list[str]
-    reference: str  # <staging repository>:<content tag>
-    digest: Digest  # the manifest digest
-    image_id: Digest  # the config digest
-    pushed: bool
-    finished: str
+__all__ = ["PUBLISH_FILE", "BuildRecord", "PublishRecord", "now_iso", "read_build_record", "read_publish_record"]
 
 
 def now_iso() -> str:
@@ -59,7 +31,7 @@ def write_publish_record(entry_dir: Path, record: PublishRecord) -> Path:
     handle, temporary = tempfile.mkstemp(dir=entry_dir, prefix=".publish-", suffix=".tmp")
     try:
         with os.fdopen(handle, "w") as out:
-            out.write(record.model_dump_json(by_alias=True, indent=2) + "\n")
+            out.write(record.to_json())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -75,7 +47,7 @@ def read_publish_record(entry_dir: Path) -> PublishRecord | None:
     try:
         return PublishRecord.model_validate_json(path.read_bytes())
     except (OSError, ValidationError) as exc:
-        raise RocmciError(f"{path}: {_first(exc)} (not a rocmci.publish/v1 record)") from None
+        raise RocmciError(f"{path}: {_first(exc)} (not a {PUBLISH_SCHEMA} record)") from None
 
 
 def read_build_record(path: Path) -> BuildRecord:
@@ -84,7 +56,7 @@ def read_build_record(path: Path) -> BuildRecord:
     except FileNotFoundError:
         raise RocmciError(f"{path}: no build record (run invoke build --push first)") from None
     except (OSError, ValidationError) as exc:
-        raise RocmciError(f"{path}: {_first(exc)} (not a rocmci.build/v1 record)") from None
+        raise RocmciError(f"{path}: {_first(exc)} (not a {BUILD_SCHEMA} record)") from None
 
 
 def _first(exc: Exception) -> str:

@@ -20,13 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rocmci import oci
 from rocmci.errors import Problem, RegistryError, RocmciError
+from rocmci.labels import LOCK_SCHEMA, LOCK_V1_SCHEMA
 from rocmci.pull.find import PullResult, pull, stderr_line
 from rocmci.report.verdict import is_pass
 
 if TYPE_CHECKING:
     from rocmci.oci import AttachedReport, RegistryClient
 
-LOCK_SCHEMA = "rocmci.lock/v2"
 LOCKED_PINS = ("id", "gpu", "gfx", "rocm", "python", "torch", "aiter", "stack")  # from the report's entry record
 Scope = Literal["gpu", "cpu-only"]
 
@@ -60,7 +60,7 @@ class LockedAttestation(_Strict):
 
 
 class Lock(_Strict):
-    lock_schema: Literal["rocmci.lock/v2"] = Field(alias="schema")
+    lock_schema: Literal[LOCK_SCHEMA] = Field(alias="schema")
     repository: str
     gpu: str
     reference: str
@@ -195,8 +195,8 @@ def read_lock(path: Path) -> Lock:
         raise LockError(
             str(Problem(str(path), None, "", f"expected a JSON lock written by `rocmci pull --lock` ({exc})"))
         ) from None
-    if isinstance(data, dict) and data.get("schema") == "rocmci.lock/v1":
-        message = "a rocmci.lock/v1 lock records no verdict scope: expected rocmci.lock/v2 (run `rocmci pull --lock` again)"
+    if isinstance(data, dict) and data.get("schema") == LOCK_V1_SCHEMA:
+        message = f"a {LOCK_V1_SCHEMA} lock records no verdict scope: expected {LOCK_SCHEMA} (run `rocmci pull --lock` again)"
         raise LockError(str(Problem(str(path), None, "schema", message)))
     try:
         return Lock.model_validate(data)
