@@ -79,14 +79,15 @@ def bandwidth_frac(case: SmokeCase, smoke: SmokeDoc, peak_gbs: float | None = No
 
 
 def qualifiers(verdict: Verdict) -> list[str]:
-    qualifiers: list[str] = []
+    """What a cell adds to its verdict: CPU only, no GPU run, fixture."""
+    said: list[str] = []
     if verdict.kind == "cpu":
-        qualifiers.append("CPU only" if verdict.verdict == VerdictName.NOT_RUN else "CPU only, no aiter kernel ran")
+        said.append("CPU only" if verdict.verdict == VerdictName.NOT_RUN else "CPU only, no aiter kernel ran")
     elif verdict.scope == "cpu-only" and verdict.verdict != VerdictName.NOT_RUN:
-        qualifiers.append("no GPU run")
+        said.append("no GPU run")
     if verdict.fixture:
-        qualifiers.append("fixture")
-    return qualifiers
+        said.append("fixture")
+    return said
 
 
 def shows_speedup(verdict: Verdict, k_norm: KNormFigure | None) -> bool:

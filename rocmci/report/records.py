@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rocmci import __version__
-from rocmci.contracts import PublishRecord, SmokeCase
+from rocmci.contracts import CompatDoc, CompatRecord, PublishRecord, SmokeCase
 from rocmci.errors import RocmciError
 from rocmci.labels import COMPAT_SCHEMA, PUBLISH_SCHEMA
 from rocmci.report.evidence import Evidence, load_evidence, parse_document
@@ -179,13 +179,16 @@ class CompatReport:
         return counts
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """compat.json, checked against its contract (rocmci.contracts.CompatDoc) before anything is written."""
+        doc = {
             "schema": COMPAT_SCHEMA,
             "generated_at": self.generated_at,
             "rocmci_version": self.rocmci_version,
             "summary": {**self.counts(), "total": len(self.entries)},
             "entries": [item.record(self.generated_at) for item in self.entries],
         }
+        CompatDoc.model_validate(doc)
+        return doc
 
 
 @dataclass(frozen=True)
@@ -330,4 +333,6 @@ def documents_of(
             f"{item.id}: the run validated {result.image.digest}, not {image_digest}: refusing to attach its report to another image"
         )
     subject = (repository, image_digest)
-    return item.record(report_time or _now(), subject), intoto_statement(item, subject, url)
+    record = item.record(report_time or _now(), subject)
+    CompatRecord.model_validate(record)  # the contract of the report publish attaches (rocmci.contracts)
+    return record, intoto_statement(item, subject, url)
