@@ -26,12 +26,9 @@ from pydantic import ValidationError
 
 from rocmci import __version__
 from rocmci.errors import RocmciError
+from rocmci.labels import COMPAT_SCHEMA, PROBE_SCHEMA, RESULT_SCHEMA, SMOKE_SCHEMA
 from rocmci.plan import PIN_LABELS
 
-RESULT_SCHEMA = "rocmci.result/v1"
-PROBE_SCHEMA = "rocmci.probe/v1"
-SMOKE_SCHEMA = "rocmci.smoke/v1"
-COMPAT_SCHEMA = "rocmci.compat/v1"
 INTOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 TEST_RESULT_PREDICATE = "https://in-toto.io/attestation/test-result/v0.1"
 
