@@ -111,17 +111,23 @@ class BuiltImages:
     results: dict
 
 
-def run_checks_on_host(entry: Any, work: Path) -> dict[str, int]:
-    """checks/probe.py then checks/smoke_layernorm.py on this host, with the command lines validate gives the entry's
-    image (this venv holds the local entry's pins); each writes <name>.json and <name>.log under work as in a container.
-    Returns each step's exit code."""
-    from rocmci.validate import probe_command, smoke_command
+def validate_on_host(parent: Path) -> tuple[Path, dict[str, Any]]:
+    """The local entry validated on this host instead of in its image (this venv holds its pins): checks/probe.py and
+    checks/smoke_layernorm.py run with the command lines validate gives the image, each writing <name>.json and
+    <name>.log, then result.json by validate's own writer. Returns (parent/<entry id>, the entry's summary)."""
+    from rocmci.plan import PIN_LABELS, load_plan
+    from rocmci.validate import RunResult, StepOutcome, probe_command, smoke_command, write_result
 
-    codes: dict[str, int] = {}
+    entry = load_plan().select("local")[0]
+    work = parent / entry.id
+    work.mkdir()
+    pins = {k: v for k, v in entry.labels.items() if k in PIN_LABELS}
+    result = RunResult(entry.id, entry.image_ref("127.0.0.1:5000/rocmci"), work, image={"id": None, "labels": pins})
     for name, command in (("probe", probe_command(entry)), ("smoke", smoke_command(entry, entry.target))):
         on_host = [sys.executable, "-P", str(ROOT / "checks" / Path(command[2]).name), *command[3:]]
         proc = subprocess.run(on_host, capture_output=True, timeout=600, check=False)
         (work / f"{name}.json").write_bytes(proc.stdout)
         (work / f"{name}.log").write_bytes(proc.stderr)
-        codes[name] = proc.returncode
-    return codes
+        setattr(result, name, StepOutcome(proc.returncode, 1.0, f"{name}.log"))
+    write_result(work, entry, result, Path("/nonexistent-dev"))
+    return work, entry.summary()

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from rocmci import labels
 from rocmci.contracts import BuildRecord, CompatDoc, ProbeDoc, PublishRecord, ResultDoc, SmokeCase, SmokeDoc, _Doc
 from rocmci.contracts.export import DOCUMENTS, SCHEMAS_DIR, file_name, stale
-from tests.helpers import ROOT, require_module, run_checks_on_host
+from tests.helpers import ROOT, require_module, validate_on_host
 
 jsonschema = require_module("jsonschema", "pip install -e '.[test]'")
 
@@ -66,22 +66,12 @@ def test_every_schema_file_is_a_valid_json_schema_named_by_its_id() -> None:
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """probe and smoke as validate runs them in the local image, result.json by validate's own writer, compat.json by
-    the report stage: every document of one real run."""
-    from rocmci.plan import PIN_LABELS, load_plan
+    """Every document of one real run: probe, smoke and result as validate writes them, compat.json as report does."""
     from rocmci.report import collect
-    from rocmci.validate import RunResult, StepOutcome, write_result
 
-    entry = load_plan().select("local")[0]
-    work = tmp_path_factory.mktemp("real") / entry.id
-    work.mkdir()
-    pins = {k: v for k, v in entry.labels.items() if k in PIN_LABELS}
-    result = RunResult(entry.id, entry.image_ref("127.0.0.1:5000/rocmci"), work, image={"id": None, "labels": pins})
-    for name, exit_code in run_checks_on_host(entry, work).items():
-        setattr(result, name, StepOutcome(exit_code, 1.0, f"{name}.log"))
-    write_result(work, entry, result, Path("/nonexistent-dev"))
-    (work.parent / "compat.json").write_text(json.dumps(collect(work.parent, [entry.summary()]).to_json(), allow_nan=False))
-    return work, entry.summary()
+    work, entry = validate_on_host(tmp_path_factory.mktemp("real"))
+    (work.parent / "compat.json").write_text(json.dumps(collect(work.parent, [entry]).to_json(), allow_nan=False))
+    return work, entry
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from rocmci.report import (
     verdict_for,
     write_all,
 )
-from tests.helpers import require_module, run_checks_on_host
+from tests.helpers import require_module, validate_on_host
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "reports"
@@ -670,18 +670,7 @@ def test_index_html_renders_in_headless_chromium(reports: Path, plan: list[dict[
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    from rocmci.plan import PIN_LABELS, load_plan
-    from rocmci.validate import RunResult, StepOutcome, write_result
-
-    entry = load_plan().select("local")[0]
-    work = tmp_path_factory.mktemp("real") / entry.id
-    work.mkdir()
-    labels = {k: v for k, v in entry.labels.items() if k in PIN_LABELS}
-    result = RunResult(entry.id, entry.image_ref("127.0.0.1:5000/rocmci"), work, image={"id": None, "labels": labels})
-    for name, exit_code in run_checks_on_host(entry, work).items():
-        setattr(result, name, StepOutcome(exit_code, 1.0, f"{name}.log"))
-    write_result(work, entry, result, Path("/nonexistent-dev"))
-    return work, entry.summary()
+    return validate_on_host(tmp_path_factory.mktemp("real"))
 
 
 @pytest.fixture
