@@ -129,6 +129,7 @@ def test_local_image_holds_its_pins(engine, built, backend):
     assert labels["io.rocmci.torch"] == "2.13.0"
     assert labels["io.rocmci.aiter"] == "0.1.7.post2.dev18"
     assert labels["io.rocmci.content-hash"] == entry.content_hash
+    assert labels["io.rocmci.role"] == "entry", "an entry image must not inherit the base image's role"
     assert labels["org.opencontainers.image.base.name"] == "rocmci/debian:bookworm"
     assert labels["org.opencontainers.image.created"] == _print_labels()["org.opencontainers.image.created"]
     versions = json.loads(engine.containers.run(ref, ["cat", "/opt/rocmci/versions.json"], remove=True, network_mode="none"))
