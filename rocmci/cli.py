@@ -16,7 +16,7 @@ from typing import ParamSpec, TypeVar
 
 from rocmci import build
 from rocmci import validate as validating
-from rocmci.errors import RocmciError
+from rocmci.errors import ExitCode, InputError, RocmciError
 from rocmci.plan import Entry, Plan, github_build_matrix, github_matrix, load_plan, shared_builds
 from rocmci.progress import Progress, table
 
@@ -53,7 +53,7 @@ def repository_for(plan: Plan, registry: str | None) -> str:
     if registry is None:
         return plan.repository
     if not registry.strip():
-        raise RocmciError("--registry: empty; give a host or repository, or leave the option out for the matrix's repository")
+        raise InputError("--registry: empty; give a host or repository, or leave the option out for the matrix's repository")
     from rocmci.oci import refuse_credentials
 
     refuse_credentials(registry)
@@ -179,7 +179,7 @@ def build_images(
     if built == 0 and all(r.status == "skipped" for r in results):
         print(f"nothing to build: all {len(results)} images exist with their content-hashed tags")
     if any(r.status == "failed" for r in results):
-        raise TaskFailed(1)
+        raise TaskFailed(ExitCode.BUILD_FAILED)
 
 
 @reports_errors
@@ -190,7 +190,7 @@ def validate(file: str | None, gpu: str | None, entry: str | None, registry: str
     print("\n" + validating.summary(results))
     print("verdicts come from `invoke report`; a finished run is not a pass")
     if any(r.status != "ok" for r in results):
-        raise TaskFailed(1)
+        raise TaskFailed(ExitCode.VALIDATION_FAILED)
 
 
 @reports_errors
@@ -219,7 +219,7 @@ def _number(flag: str, text: str | int | float | None, kind: type, minimum: floa
         value = None
     if value is None or value < minimum:
         what = "a whole number" if kind is int else "a number"
-        raise RocmciError(f"{flag}: expected {what} >= {minimum:g} (got {text!r})")
+        raise InputError(f"{flag}: expected {what} >= {minimum:g} (got {text!r})")
     return value
 
 
@@ -296,7 +296,7 @@ def _published_summary(results: list) -> None:
         if r.reason and r.reason.startswith("regression"):
             print(f"{r.entry_id}: {r.reason}")
     if any(not r.ok for r in results):
-        raise TaskFailed(1)
+        raise TaskFailed(ExitCode.PUBLISH_FAILED)
 
 
 def _moved(result) -> str:
@@ -332,7 +332,7 @@ def pull(
     plan, _entries = _for_gpu(file, gpu, None)
     if stack is not None and stack not in plan.matrix.stacks:
         known = ", ".join(sorted(plan.matrix.stacks))
-        raise RocmciError(f"{plan.source}: --stack: unknown stack {stack!r} (known: {known})")
+        raise InputError(f"{plan.source}: --stack: unknown stack {stack!r} (known: {known})")
     repository = repository_for(plan, registry)
     verifier = None
     if verify or key or identity or issuer:
@@ -454,9 +454,12 @@ def pipeline(
         rows.append((e.id, built[e.id].status, checks, judged[e.id].label, where, _moved(pub) if pub else "-"))
     print("\n" + table(("entry", "build", "checks", "verdict", "published", "validated tags moved"), rows))
     print(f"\nreports: {paths.compat_md}, {paths.index_html}")
-    failed = any(built[e.id].status == "failed" for e in entries) or any(not p.ok for p in published.values())
-    if failed or any(not r.verdict.passed for r in judged.values()):
-        raise TaskFailed(1)
+    if any(built[e.id].status == "failed" for e in entries):
+        raise TaskFailed(ExitCode.BUILD_FAILED)
+    if any(not r.verdict.passed for r in judged.values()):
+        raise TaskFailed(ExitCode.VALIDATION_FAILED)
+    if any(not p.ok for p in published.values()):
+        raise TaskFailed(ExitCode.PUBLISH_FAILED)
 
 
 def _build_options(plan: Plan, registry: str | None, ca_cert: str | None, wheelhouse: str | None, backend: str):
@@ -503,7 +506,7 @@ def bisect(
             f"\ninterrupted: finished steps are in {request.workdir / 'log.jsonl'}; run the same command to resume",
             file=sys.stderr,
         )
-        raise TaskFailed(130) from None
+        raise TaskFailed(ExitCode.INTERRUPTED) from None
     print("\n" + bisecting.summary_table(result))
     print("\n" + bisecting.headline(result))
     for line in result.changed:

@@ -8,27 +8,25 @@ from __future__ import annotations
 
 # ---------------------------------------------------------------- labels (images and containers)
 
-LABEL_PREFIX = "io.rocmci."
-
-MANAGED = "io.rocmci.managed"  # "true" on everything rocmci makes; clean looks only at these
-ROLE = "io.rocmci.role"  # what made it: base, entry (images); validate, doctor (containers)
-ENTRY = "io.rocmci.entry"
-BUILD = "io.rocmci.build"
-GPU = "io.rocmci.gpu"
-DEVICES = "io.rocmci.devices"
-GFX = "io.rocmci.gfx"
-STACK = "io.rocmci.stack"
-ROCM = "io.rocmci.rocm"
-PYTHON = "io.rocmci.python"
-TORCH = "io.rocmci.torch"
-TORCH_INDEX = "io.rocmci.torch-index"
-AITER = "io.rocmci.aiter"
-AITER_SOURCE = "io.rocmci.aiter-source"
-AITER_KERNELS = "io.rocmci.aiter-kernels"
-CONTENT_HASH = "io.rocmci.content-hash"
-FIXTURE = "io.rocmci.fixture"
-EXTRA_CA = "io.rocmci.extra-ca"
-VERDICT = "io.rocmci.verdict"  # an annotation of the report artifact attached to a published image
+MANAGED_LABEL = "io.rocmci.managed"  # "true" on everything rocmci makes; clean looks only at these
+ROLE_LABEL = "io.rocmci.role"  # what made it: base, entry (images); validate, doctor (containers)
+ENTRY_LABEL = "io.rocmci.entry"
+BUILD_LABEL = "io.rocmci.build"
+GPU_LABEL = "io.rocmci.gpu"
+DEVICES_LABEL = "io.rocmci.devices"
+GFX_LABEL = "io.rocmci.gfx"
+STACK_LABEL = "io.rocmci.stack"
+ROCM_LABEL = "io.rocmci.rocm"
+PYTHON_LABEL = "io.rocmci.python"
+TORCH_LABEL = "io.rocmci.torch"
+TORCH_INDEX_LABEL = "io.rocmci.torch-index"
+AITER_LABEL = "io.rocmci.aiter"
+AITER_SOURCE_LABEL = "io.rocmci.aiter-source"
+AITER_KERNELS_LABEL = "io.rocmci.aiter-kernels"
+CONTENT_HASH_LABEL = "io.rocmci.content-hash"
+FIXTURE_LABEL = "io.rocmci.fixture"
+EXTRA_CA_LABEL = "io.rocmci.extra-ca"
+VERDICT_LABEL = "io.rocmci.verdict"  # an annotation of the report artifact attached to a published image
 
 # ---------------------------------------------------------------- schema ids (JSON documents rocmci reads or writes)
 

@@ -10,9 +10,10 @@ import uuid
 
 import pytest
 
+from rocmci.errors import ExitCode
 from rocmci.oci import REPORT_ARTIFACT_TYPE, client_for, fallback_tag
 from rocmci.plan import validated_tag_for as validated_tag
-from tests.conftest import ROOT, write_fixture_matrix
+from tests.helpers import ROOT, write_fixture_matrix
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slow]
 
@@ -26,7 +27,7 @@ def test_pipeline_publishes_both_and_pull_gets_only_the_pass(engine, built_image
     matrix = write_fixture_matrix(tmp_path / "fixture.yaml", repository, fixture_wheels, ["fixture-good", "fixture-bad"])
     reports = tmp_path / "reports"
     run = _invoke("pipeline", "--gpu", "local", "--file", str(matrix), "--reports", str(reports))
-    assert run.returncode == 1, run.stdout + run.stderr  # the bad fixture lacks layernorm2d_fwd: its probe fails
+    assert run.returncode == ExitCode.VALIDATION_FAILED, run.stdout + run.stderr  # the bad fixture lacks layernorm2d_fwd
     good_id, bad_id = "local-cpu-torch2.13.0-aiter0.1.20_rocmcifixture", "local-cpu-torch2.13.0-aiter0.1.20_rocmcifixturebad"
     for phase in ("skipped", "probing", "smoke", "publish"):
         assert phase in run.stdout, phase

@@ -29,6 +29,7 @@ from rocmci.plan import (
     main,
     parse_matrix,
 )
+from tests.helpers import require_module
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "data" / "bad_matrices"
@@ -553,7 +554,7 @@ def test_build_gate_compares_a_local_pin_whole() -> None:
     assert spec and spec.loader
     gates = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gates)
-    import torch
+    torch = require_module("torch", "pip install -e '.[checks]'")
 
     installed = torch.__version__
     assert "+" in installed, "the host-side checks torch is a +cpu build"

@@ -24,7 +24,7 @@ from rocmci import oci
 from rocmci.plan import load_plan
 from rocmci.publish.promote import Promotion, blobs_of, promote, promotion_items
 from rocmci.publish.record import BuildRecord, PublishRecord, now_iso, read_publish_record
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.registry]
 

@@ -29,7 +29,7 @@ import rocmci.pull as pulling
 from rocmci import oci
 from rocmci.errors import RegistryError, RocmciError
 from rocmci.pull.lock import LockError, pull_and_lock
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.test_registry import (
     build_image,
     documents,

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from rocmci.errors import ExitCode
 from rocmci.plan import Entry, load_plan
 from rocmci.report import verdict_for
-from tests.conftest import ROOT
 from tests.engines import SecondEngine, own_engine
+from tests.helpers import ROOT
 
 BASE_IMAGE = "rocmci/debian:bookworm"
 HANGING_PYTHON = b"""#!/bin/sh
@@ -122,7 +123,7 @@ def test_engine_killed_mid_step_ends_as_an_error_result(second_engine, local_ent
     seen = _wait_for_step(process, second_engine, marker)
     second_engine.kill()
     output = "".join(seen) + process.communicate(timeout=180)[0]
-    assert process.returncode == 1, output
+    assert process.returncode == ExitCode.VALIDATION_FAILED, output  # the entry ends as an error result
     assert "Traceback" not in output, output
     step_name = "probe" if step == "probe" else "smoke"
     result = json.loads((reports / local_entry.id / "result.json").read_text())

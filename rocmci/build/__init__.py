@@ -26,7 +26,8 @@ from typing import Literal
 from docker.errors import APIError, ImageNotFound
 from docker.errors import BuildError as DockerBuildError
 
-from rocmci.engine import MANAGED_LABEL, docker_client
+from rocmci.labels import EXTRA_CA_LABEL, MANAGED_LABEL, ROLE_LABEL
+from rocmci.engine import docker_client
 from rocmci.errors import BuildError
 from rocmci.plan import CONTEXT_DIRS, ROOT, BaseImage, Entry, Plan, shared_builds
 from rocmci.progress import Progress, table
@@ -36,7 +37,6 @@ BAKE_GROUP = "default"
 CA_ENV_VARS = ("ROCMCI_CA_CERT", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 DEBOOTSTRAP_PACKAGES = "python3,python3-venv,ca-certificates"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-EXTRA_CA_LABEL = "io.rocmci.extra-ca"
 Backend = Literal["auto", "sdk", "bake"]
 Status = Literal["built", "skipped", "failed"]
 
@@ -206,7 +206,7 @@ def ensure_local_base(base: BaseImage, progress: Progress) -> str:
         tarball = Path(tmp) / "rootfs.tar"
         with tarfile.open(tarball, "w") as tar:
             tar.add(rootfs, arcname=".")
-        changes = [f'LABEL {MANAGED_LABEL}="true" io.rocmci.role="base"', 'CMD ["/bin/bash"]']
+        changes = [f'LABEL {MANAGED_LABEL}="true" {ROLE_LABEL}="base"', 'CMD ["/bin/bash"]']
         client.api.import_image(src=str(tarball), repository=base.name, tag=base.tag, changes=changes)
     progress.line(ref, "base image ready")
     return ref

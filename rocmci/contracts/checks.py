@@ -1,4 +1,4 @@
-"""What checks/probe.py (`rocmci.probe/v1`) and checks/smoke_layernorm.py (`rocmci.smoke/v1`) print inside an image."""
+"""What checks/probe.py (PROBE_SCHEMA) and checks/smoke_layernorm.py (SMOKE_SCHEMA) print inside an image."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from rocmci.contracts.base import Scope, _Doc, short_dtype
+from rocmci.labels import PROBE_SCHEMA, SMOKE_SCHEMA
 
 
 class Finding(_Doc):
@@ -24,7 +25,7 @@ class ProbeGpu(_Doc):
 
 
 class ProbeDoc(_Doc):
-    schema_: str = Field(alias="schema")
+    schema_: Literal[PROBE_SCHEMA] = Field(alias="schema", default=PROBE_SCHEMA)
     status: Literal["pass", "fail", "error"]
     scope: Scope
     versions: dict[str, Any] = Field(default_factory=dict)
@@ -95,7 +96,7 @@ class SkippedItem(_Doc):
 
 
 class SmokeDoc(_Doc):
-    schema_: str = Field(alias="schema")
+    schema_: Literal[SMOKE_SCHEMA] = Field(alias="schema", default=SMOKE_SCHEMA)
     status: Literal["pass", "fail", "error"]
     scope: Scope
     device: SmokeDevice = Field(default_factory=SmokeDevice)

@@ -1,12 +1,13 @@
-"""`rocmci.result/v1`: what validate writes to reports/<entry id>/result.json after running the checks in an image."""
+"""The run result (RESULT_SCHEMA): what validate writes to reports/<entry id>/result.json after running the checks in an image."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from rocmci.contracts.base import _Doc
+from rocmci.labels import RESULT_SCHEMA
 
 
 class StepRecord(_Doc):
@@ -32,7 +33,7 @@ class HostInfo(_Doc):
 
 
 class ResultDoc(_Doc):
-    schema_: str = Field(alias="schema")
+    schema_: Literal[RESULT_SCHEMA] = Field(alias="schema", default=RESULT_SCHEMA)
     entry: dict[str, Any]
     image: ImageInfo = Field(default_factory=ImageInfo)
     host: HostInfo = Field(default_factory=HostInfo)

@@ -25,13 +25,13 @@ from docker.models.images import Image
 from docker.types import Ulimit
 from requests.exceptions import RequestException
 
-from rocmci.engine import MANAGED_LABEL, docker_client
+from rocmci.engine import docker_client
 from rocmci.errors import RunError
+from rocmci.labels import DEVICES_LABEL, ENTRY_LABEL, GPU_LABEL, MANAGED_LABEL, RESULT_SCHEMA, ROLE_LABEL
 from rocmci.plan import PIN_LABELS, ROOT, Entry, Plan, Target
 from rocmci.progress import Progress, table
 
 CHECKS_DIR = "/opt/rocmci/checks"
-RESULT_SCHEMA = "rocmci.result/v1"
 STOP_TIMEOUT_S = 10
 REMOVE_WAIT_S = 30
 
@@ -125,10 +125,10 @@ def container_spec(entry: Entry, dev_root: Path = Path("/dev")) -> ContainerSpec
     cap_add, security_opt, ulimits = _extra_args(policy.extra_run_args)
     labels = {
         MANAGED_LABEL: "true",
-        "io.rocmci.role": "validate",
-        "io.rocmci.entry": entry.id,
-        "io.rocmci.gpu": entry.gpu,
-        "io.rocmci.devices": ",".join(d.split(":")[1] for d in devices),
+        ROLE_LABEL: "validate",
+        ENTRY_LABEL: entry.id,
+        GPU_LABEL: entry.gpu,
+        DEVICES_LABEL: ",".join(d.split(":")[1] for d in devices),
     }
     return ContainerSpec(
         devices=devices,
