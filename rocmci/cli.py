@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from rocmci import build
-from rocmci import validate as validating
 from rocmci.errors import RocmciError
 from rocmci.plan import Entry, Plan, github_build_matrix, github_matrix, load_plan, shared_builds
 from rocmci.progress import Progress, table
@@ -48,16 +46,18 @@ def reports_errors(function: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def repository_for(plan: Plan, registry: str | None) -> str:
-    """`--registry` takes a host (127.0.0.1:5000) or a repository (ghcr.io/org/rocmci)."""
+def repository_for(plan: Plan, registry: str | None, default: str | None = None) -> str:
+    """`--registry` takes a host (127.0.0.1:5000) or a repository (ghcr.io/org/rocmci); without it, `default` (the
+    matrix's release repository unless given)."""
+    default = default or plan.repository
     if registry is None:
-        return plan.repository
+        return default
     if not registry.strip():
         raise RocmciError("--registry: empty; give a host or repository, or leave the option out for the matrix's repository")
     from rocmci.registry import refuse_credentials
 
     refuse_credentials(registry)
-    return registry if "/" in registry else f"{registry}/{plan.repository.rsplit('/', 1)[-1]}"
+    return registry if "/" in registry else f"{registry}/{default.rsplit('/', 1)[-1]}"
 
 
 def _selected(file: str | None, gpu: str | None, entry: str | None) -> tuple[Plan, list[Entry]]:
@@ -128,6 +128,8 @@ def matrix(file: str | None, gpu: str | None, as_json: bool, gpus: str | None = 
 
 @reports_errors
 def base(file: str | None, gpu: str | None) -> None:
+    from rocmci import build
+
     _plan, entries = _selected(file, gpu, None)
     progress = _progress(entries)
     for image in {e.stack.base_image for e in entries if e.stack.base_image.local}:
@@ -136,6 +138,8 @@ def base(file: str | None, gpu: str | None) -> None:
 
 @reports_errors
 def wheelhouse(file: str | None, gpu: str | None, entry: str | None, dest: str, torch_index: str) -> None:
+    from rocmci import build
+
     _plan, entries = _selected(file, gpu, entry)
     choice = {"auto": None, "yes": True, "no": False}.get(torch_index)
     if torch_index not in ("auto", "yes", "no"):
@@ -157,12 +161,17 @@ def build_images(
     bake_ca: bool,
     wheelhouse: str | None,
     registry_cache: bool = False,
+    reports_dir: str = "reports",
 ) -> None:
+    """Builds land in the staging repository; with --push each build's record goes to <reports>/builds/."""
+    from rocmci import build
+    from rocmci.build.record import write_records
+
     plan, entries = _for_gpu(file, gpu, entry)
     if backend not in ("auto", "sdk", "bake"):
         raise build.BuildError(f"--backend: expected auto, sdk or bake (got {backend!r})")
     options = build.BuildOptions.resolve(
-        repository_for(plan, registry),
+        repository_for(plan, registry, plan.staging_repository),
         backend=backend,
         push=push,
         ca_cert=ca_cert,
@@ -178,12 +187,19 @@ def build_images(
     built = sum(r.status == "built" for r in results)
     if built == 0 and all(r.status == "skipped" for r in results):
         print(f"nothing to build: all {len(results)} images exist with their content-hashed tags")
+    if push:
+        records = [r.record for r in results if r.record is not None]
+        failed = [r.build_id for r in results if r.status == "failed"]
+        for path in write_records(records, failed, Path(reports_dir)):
+            print(f"build record: {path}")
     if any(r.status == "failed" for r in results):
         raise TaskFailed(1)
 
 
 @reports_errors
 def validate(file: str | None, gpu: str | None, entry: str | None, registry: str | None, reports_dir: str) -> None:
+    from rocmci import validate as validating
+
     plan, entries = _for_gpu(file, gpu, entry)
     options = validating.RunOptions(repository=repository_for(plan, registry), reports_dir=Path(reports_dir))
     results = validating.validate_entries(plan, entries, options, _progress(entries))
@@ -293,6 +309,8 @@ def _publish_hooks(plan: Plan, sign: bool, key: str | None):
 
 
 def _record_digests(reports: Path, results: list) -> None:
+    from rocmci import validate as validating
+
     for result in results:
         if result.status == "published" and result.reference:
             validating.record_published_digest(reports / result.entry_id, result.reference.rsplit("@", 1)[1])
@@ -392,8 +410,10 @@ def pipeline(
     publish_images: bool,
 ) -> None:
     """The main job: build -> validate -> report -> publish, per entry, ending with one summary table."""
+    from rocmci import build
     from rocmci import registry as oci
     from rocmci import report as compat
+    from rocmci import validate as validating
 
     plan, entries = _for_gpu(file, gpu, entry)
     repository = repository_for(plan, registry)
@@ -437,6 +457,8 @@ def pipeline(
 
 
 def _build_options(plan: Plan, registry: str | None, ca_cert: str | None, wheelhouse: str | None, backend: str):
+    from rocmci import build
+
     if backend not in ("auto", "sdk", "bake"):
         raise build.BuildError(f"--backend: expected auto, sdk or bake (got {backend!r})")
     return build.BuildOptions.resolve(
