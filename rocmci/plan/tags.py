@@ -104,7 +104,7 @@ PIN_LABELS = {
 
 def labels_for(build: str, target: Target, stack: Stack, digest: str) -> dict[str, str]:
     """Labels that follow from the pins alone, the same for every entry sharing the build (no GPU model in them);
-    build time labels (created, revision, role) are added by rocmci.build.labels. `io.rocmci.entry` names the build on an image
+    build time labels (created, revision, role) are added by rocmci.build.options. `io.rocmci.entry` names the build on an image
     (clean groups images by it); a validation container's `io.rocmci.entry` names its entry."""
     return {
         "org.opencontainers.image.title": f"rocmci {build}",
