@@ -28,13 +28,13 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field
 
 from rocmci.errors import RocmciError
+from rocmci.labels import BISECT_SCHEMA
 from rocmci.plan import Entry, Plan, variant_entry
 from rocmci.progress import Progress, table
 
 if TYPE_CHECKING:
     from rocmci.build import Backend, BuildOptions, FileServer
 
-BISECT_SCHEMA = "rocmci.bisect/v1"
 Axis = Literal["aiter", "torch"]
 Class = Literal["good", "bad", "skip"]
 PROJECTS = {"aiter": "amd-aiter", "torch": "torch"}

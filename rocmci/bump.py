@@ -22,13 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rocmci.bisect import Axis, BisectError, Stepper, StepRecord, _stack_entry, candidates_for
 from rocmci.errors import MatrixError, RocmciError
+from rocmci.labels import BUMP_SCHEMA
 from rocmci.plan import Entry, Plan, parse_matrix, variant_entry
 from rocmci.progress import Progress, table
 
 if TYPE_CHECKING:
     from rocmci.build import BuildOptions
-
-BUMP_SCHEMA = "rocmci.bump/v1"
 
 
 class _Record(BaseModel):

@@ -10,7 +10,6 @@ from docker.errors import DockerException
 
 from rocmci.errors import EngineUnavailable
 
-MANAGED_LABEL = "io.rocmci.managed"
 # Longer than any check step (rocmci/run.py STEP_TIMEOUT_S): a silent step must end by its own timeout, not the socket's.
 DEFAULT_TIMEOUT_S = 3600
 

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rocmci.errors import RocmciError
+from rocmci.labels import HISTORY_SCHEMA
 
 if TYPE_CHECKING:
     from rocmci.plan import Plan
     from rocmci.registry import AttachedReport, RegistryClient, ReportDocuments
 
-HISTORY_SCHEMA = "rocmci.history/v1"
 Log = Callable[[str], None]
 
 

@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rocmci import registry
 from rocmci.errors import Problem, RegistryError, RocmciError
+from rocmci.labels import LOCK_SCHEMA, LOCK_V1_SCHEMA
 
 if TYPE_CHECKING:
     from rocmci.registry import AttachedReport, PullResult, RegistryClient
 
-LOCK_SCHEMA = "rocmci.lock/v2"
 LOCKED_PINS = ("id", "gpu", "gfx", "rocm", "python", "torch", "aiter", "stack")  # from the report's entry record
 Scope = Literal["gpu", "cpu-only"]
 
@@ -58,7 +58,7 @@ class LockedAttestation(_Strict):
 
 
 class Lock(_Strict):
-    lock_schema: Literal["rocmci.lock/v2"] = Field(alias="schema")
+    lock_schema: Literal[LOCK_SCHEMA] = Field(alias="schema")
     repository: str
     gpu: str
     reference: str
@@ -193,8 +193,8 @@ def read_lock(path: Path) -> Lock:
         raise LockError(
             str(Problem(str(path), None, "", f"expected a JSON lock written by `rocmci pull --lock` ({exc})"))
         ) from None
-    if isinstance(data, dict) and data.get("schema") == "rocmci.lock/v1":
-        message = "a rocmci.lock/v1 lock records no verdict scope: expected rocmci.lock/v2 (run `rocmci pull --lock` again)"
+    if isinstance(data, dict) and data.get("schema") == LOCK_V1_SCHEMA:
+        message = f"a {LOCK_V1_SCHEMA} lock records no verdict scope: expected {LOCK_SCHEMA} (run `rocmci pull --lock` again)"
         raise LockError(str(Problem(str(path), None, "schema", message)))
     try:
         return Lock.model_validate(data)

@@ -36,6 +36,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from rocmci.errors import RegistryError, RocmciError
+from rocmci.labels import ENTRY_LABEL, EXTRA_CA_LABEL, GPU_LABEL, STACK_LABEL, VERDICT_LABEL
 from rocmci.plan import validated_tag_for as validated_tag
 
 if TYPE_CHECKING:
@@ -769,10 +770,10 @@ def report_manifest(subject: Descriptor, documents: ReportDocuments, record: Des
 def _report_annotations(documents: ReportDocuments) -> dict[str, str]:
     return {
         "org.opencontainers.image.created": str(documents.record.get("report_time")),
-        "io.rocmci.verdict": documents.verdict,
-        "io.rocmci.entry": str(documents.entry.get("id", "")),
-        "io.rocmci.gpu": str(documents.entry.get("gpu", "")),
-    } | ({"io.rocmci.stack": str(documents.entry["stack"])} if documents.entry.get("stack") else {})
+        VERDICT_LABEL: documents.verdict,
+        ENTRY_LABEL: str(documents.entry.get("id", "")),
+        GPU_LABEL: str(documents.entry.get("gpu", "")),
+    } | ({STACK_LABEL: str(documents.entry["stack"])} if documents.entry.get("stack") else {})
 
 
 def attach_report(
@@ -891,9 +892,9 @@ def attached_reports(
 
 def _passing_on(gpu: str, stack: str | None = None) -> Callable[[Descriptor], str | None]:
     def keep(artifact: Descriptor) -> str | None:
-        verdict = artifact.annotations.get("io.rocmci.verdict", "pass")
-        on = artifact.annotations.get("io.rocmci.gpu", gpu)
-        with_stack = artifact.annotations.get("io.rocmci.stack") or stack
+        verdict = artifact.annotations.get(VERDICT_LABEL, "pass")
+        on = artifact.annotations.get(GPU_LABEL, gpu)
+        with_stack = artifact.annotations.get(STACK_LABEL) or stack
         if verdict != "pass":
             return f"verdict {verdict}"
         if stack and with_stack != stack:
@@ -1192,7 +1193,7 @@ def _local_image(engine: docker.DockerClient, item: PublishItem) -> Any:
         image = engine.images.get(item.local_ref)
     except ImageNotFound:
         raise ImageMissing(f"{item.local_ref} is not in the local engine (run invoke build and validate first)") from None
-    if image.labels.get("io.rocmci.extra-ca") == "baked":
+    if image.labels.get(EXTRA_CA_LABEL) == "baked":
         raise RegistryError(
             f"{item.local_ref} has a private CA baked in (--bake-ca): it is for its build host only, never published"
         )

@@ -25,7 +25,7 @@ from rocmci.build import (
 )
 from rocmci.plan import load_plan
 from rocmci.registry import Descriptor, RegistryClient, tag_exists
-from tests.conftest import ROOT, BuiltImages, FixtureWheels, _fixture_wheel, _unavailable, write_fixture_matrix
+from tests.helpers import ROOT, BuiltImages, FixtureWheels, fixture_wheel, unavailable, write_fixture_matrix
 
 BAD_TORCH_STACK = """\
   bad-torch:
@@ -92,7 +92,7 @@ def test_registry_cache_is_refused_before_building_where_it_cannot_work(engine):
     sdk = subprocess.run([*command, "--backend", "sdk"], cwd=ROOT, capture_output=True, text=True)
     assert (sdk.returncode, sdk.stderr) == (2, "--registry-cache needs the bake backend (docker buildx)\n")
     if not buildx_available():
-        _unavailable("docker buildx is not installed (scripts/setup-host installs it)")
+        unavailable("docker buildx is not installed (scripts/setup-host installs it)")
     bake = subprocess.run([*command, "--backend", "bake"], cwd=ROOT, capture_output=True, text=True)
     message = "--registry-cache: the buildx builder's driver (docker) cannot export a cache (use docker-container)\n"
     assert (bake.returncode, bake.stderr, bake.stdout) == (2, message, "")
@@ -101,7 +101,7 @@ def test_registry_cache_is_refused_before_building_where_it_cannot_work(engine):
 @pytest.fixture(scope="session", params=["sdk", "bake"])
 def backend(request) -> str:
     if request.param == "bake" and not buildx_available():
-        _unavailable("docker buildx is not installed (scripts/setup-host installs it)")
+        unavailable("docker buildx is not installed (scripts/setup-host installs it)")
     return request.param
 
 
@@ -239,7 +239,7 @@ def test_new_aiter_pin_reuses_the_layers_below_and_the_served_ca_stays_out(
     marker = f"rocmci-ca-marker-{uuid.uuid4().hex}"
     ca = tmp_path / "ca.pem"
     ca.write_text(f"# {marker}\n" + Path("/etc/ssl/certs/ca-certificates.crt").read_text())
-    wheel = _fixture_wheel(tmp_path, f"ca{uuid.uuid4().hex[:8]}")
+    wheel = fixture_wheel(tmp_path, f"ca{uuid.uuid4().hex[:8]}")
     plan = load_plan(
         write_fixture_matrix(tmp_path / "m.yaml", built.repository, FixtureWheels(wheel, fixture_wheels.bad), ["fixture-good"])
     )

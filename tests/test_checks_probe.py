@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import unavailable
+
 REPO = Path(__file__).resolve().parents[1]
 PROBE = REPO / "checks" / "probe.py"
 ENVS = Path(__file__).resolve().parent / "data" / "probe_envs"
@@ -200,13 +202,6 @@ FIXTURES = {
     "gfx950_2units_ccob3": ["gfx950"],
 }
 GENERIC_9_4 = ["gfx940", "gfx941", "gfx942", "gfx950"]
-
-
-def unavailable(reason: str) -> None:
-    """In CI a missing tool is a failure, elsewhere a skip that says why."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,11 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
-import torch
-import torch.nn.functional as F
+
+from tests.helpers import require_module
+
+torch = require_module("torch", "pip install -e '.[checks]' for the smoke test's CPU path")
+F = torch.nn.functional
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "checks" / "smoke_layernorm.py"

@@ -30,6 +30,7 @@ from rocmci.runner.clean import (
     started_by_rocmci,
     tagged_by_rocmci,
 )
+from tests.helpers import require_module, unavailable
 
 SCOPE_LABEL = "io.rocmci.test-scope"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
@@ -99,12 +100,12 @@ def test_parse_created_orders_nanoseconds() -> None:
 
 @pytest.fixture(scope="module")
 def engine() -> Any:
-    docker = pytest.importorskip("docker")
+    docker = require_module("docker")
     try:
         client = docker.from_env(timeout=120)
         client.ping()
     except Exception as exc:
-        pytest.skip(f"Docker engine not reachable ({exc}); scripts/test starts one")
+        unavailable(f"Docker engine not reachable ({exc}); scripts/test starts one")
     return client
 
 
@@ -112,7 +113,7 @@ def engine() -> Any:
 def rootfs_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     busybox = next((Path(p) for p in BUSYBOX_CANDIDATES if Path(p).is_file()), None)
     if busybox is None:
-        pytest.skip("no static busybox to make a test image from: apt-get install busybox-static")
+        unavailable("no static busybox to make a test image from: apt-get install busybox-static")
     out = tmp_path_factory.mktemp("rootfs") / "rootfs.tar"
     with tarfile.open(out, "w") as tar:
         tar.add(busybox, arcname="bin/busybox")

@@ -30,6 +30,7 @@ from rocmci.runner.doctor import (
     parse_rocminfo,
     run_doctor,
 )
+from tests.helpers import require_module, unavailable
 
 ROCMINFO_MI300X_X2 = """\
 ROCk module version 6.8.5 is loaded
@@ -332,7 +333,7 @@ def test_this_machine_reports_missing_gpu_and_exits_nonzero(capsys: pytest.Captu
     report = run_doctor(None, None, min_free_gb=1)
     checks = by_name(report.checks)
     if checks["engine"].status is not Status.OK:
-        pytest.skip(f"Docker engine not reachable: {checks['engine'].detail}")
+        unavailable(f"Docker engine not reachable: {checks['engine'].detail}")
     assert checks["disk"].status is Status.OK, checks["disk"]
     assert [c.name for c in report.checks if c.status is Status.FAIL] == ["driver"]
     assert report.exit_code != 0
@@ -344,15 +345,15 @@ def test_this_machine_reports_missing_gpu_and_exits_nonzero(capsys: pytest.Captu
 
 @pytest.mark.docker
 def test_image_probe_runs_in_a_labelled_container_and_cleans_up(tmp_path: Path) -> None:
-    docker = pytest.importorskip("docker")
+    docker = require_module("docker")
     try:
         client = docker.from_env(timeout=120)
         client.ping()
     except Exception as exc:
-        pytest.skip(f"Docker engine not reachable ({exc}); scripts/test starts one")
+        unavailable(f"Docker engine not reachable ({exc}); scripts/test starts one")
     busybox = next((Path(p) for p in ("/bin/busybox", "/usr/bin/busybox") if Path(p).is_file()), None)
     if busybox is None:
-        pytest.skip("no static busybox to make a test image from: apt-get install busybox-static")
+        unavailable("no static busybox to make a test image from: apt-get install busybox-static")
     fake_python = tmp_path / "python"  # stands in for `python -P -c <probe>`: what CPU torch would print
     fake_python.write_text('#!/bin/sh\necho \'{"hip": null, "torch": "2.13.0+cpu", "count": 0, "gfx": []}\'\n')
     fake_python.chmod(0o755)

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from rocmci.registry import REPORT_ARTIFACT_TYPE, client_for, fallback_tag, validated_tag
-from tests.conftest import ROOT, write_fixture_matrix
+from tests.helpers import ROOT, write_fixture_matrix
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slow]
 

@@ -27,7 +27,7 @@ import requests
 from rocmci import registry as reg
 from rocmci.errors import RegistryError, RocmciError
 from rocmci.lock import LockError, pull_and_lock
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.test_registry import (
     build_image,
     documents,

@@ -29,6 +29,7 @@ import requests
 from rocmci import registry
 from rocmci.errors import RegistryError
 from rocmci.lock import pull_and_lock, write_lock
+from tests.helpers import unavailable
 
 # ---------------------------------------------------------------- helpers
 
@@ -816,7 +817,7 @@ def no_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def auth_registry(tmp_path: Path) -> Iterator[str]:
     if not shutil.which("docker-registry"):
-        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+        unavailable("docker-registry is not installed (apt-get install docker-registry)")
     with htpasswd_registry(tmp_path / "auth-registry") as host:
         yield host
 

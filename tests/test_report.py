@@ -9,7 +9,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from rocmci.report import (
     verdict_for,
     write_all,
 )
+from tests.helpers import require_module, run_checks_on_host
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "reports"
@@ -423,7 +423,7 @@ def test_junit_structure(reports: Path, plan: list[dict[str, Any]]) -> None:
 
 
 def test_junit_parses_with_junitparser(reports: Path, plan: list[dict[str, Any]]) -> None:
-    junitparser = pytest.importorskip("junitparser", reason="pip install junitparser for the third-party JUnit reader check")
+    junitparser = require_module("junitparser", "pip install junitparser for the third-party JUnit reader check")
     paths = write_all(reports, plan, generated_at="2026-05-04T09:20:00Z")
     xml = junitparser.JUnitXml.fromfile(str(paths.junit_xml))
     suites = {suite.name: suite for suite in xml}
@@ -671,19 +671,15 @@ def test_index_html_renders_in_headless_chromium(reports: Path, plan: list[dict[
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     from rocmci.plan import PIN_LABELS, load_plan
-    from rocmci.validate import RunResult, StepOutcome, probe_command, smoke_command, write_result
+    from rocmci.validate import RunResult, StepOutcome, write_result
 
     entry = load_plan().select("local")[0]
     work = tmp_path_factory.mktemp("real") / entry.id
     work.mkdir()
     labels = {k: v for k, v in entry.labels.items() if k in PIN_LABELS}
     result = RunResult(entry.id, entry.image_ref("127.0.0.1:5000/rocmci"), work, image={"id": None, "labels": labels})
-    for name, command in (("probe", probe_command(entry)), ("smoke", smoke_command(entry, entry.target))):
-        on_host = [sys.executable, "-P", str(ROOT / "checks" / Path(command[2]).name), *command[3:]]
-        proc = subprocess.run(on_host, capture_output=True, timeout=600, check=False)
-        (work / f"{name}.json").write_bytes(proc.stdout)
-        (work / f"{name}.log").write_bytes(proc.stderr)
-        setattr(result, name, StepOutcome(proc.returncode, 1.0, f"{name}.log"))
+    for name, exit_code in run_checks_on_host(entry, work).items():
+        setattr(result, name, StepOutcome(exit_code, 1.0, f"{name}.log"))
     write_result(work, entry, result, Path("/nonexistent-dev"))
     return work, entry.summary()
 

@@ -15,7 +15,7 @@ import pytest
 from rocmci.plan import load_plan
 from rocmci.report import verdict_for
 from rocmci.validate import RunOptions, container_spec, probe_command, smoke_command, validate_entries
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def _fake_dev(tmp_path: Path, kfd: bool = True, render: bool = True) -> Path:

@@ -29,7 +29,7 @@ import pytest
 
 from rocmci.plan import Entry, load_plan
 from rocmci.report import verdict_for
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 BASE_IMAGE = "rocmci/debian:bookworm"
 ROLE_FILTER = {"label": "io.rocmci.role=validate"}

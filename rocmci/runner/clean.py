@@ -1,9 +1,9 @@
 """Label-scoped cleanup (`invoke clean`): stop what rocmci started, prune what rocmci built, touch nothing else.
 
-Containers: every container rocmci started (`io.rocmci.managed=true` plus its own `io.rocmci.role`, not one
+Containers: every container rocmci started (`MANAGED_LABEL=true` plus its own `ROLE_LABEL`, not one
 inherited from the image: a user's `docker run` of a rocmci image inherits the image's labels) is stopped, those
-holding GPU devices (a non-empty `io.rocmci.devices` label) first: SIGTERM with a timeout, then SIGKILL; then removed.
-Images: those labelled `io.rocmci.managed=true` with an `io.rocmci.entry` label and a tag rocmci gave them
+holding GPU devices (a non-empty `DEVICES_LABEL` label) first: SIGTERM with a timeout, then SIGKILL; then removed.
+Images: those labelled `MANAGED_LABEL=true` with an `ENTRY_LABEL` label and a tag rocmci gave them
 (`<entry id>-<hash>`, or none left) are grouped by entry (on an image that label holds the build id, which the
 entries of one stack and gfx share); the newest `keep` of each entry stay, older ones are
 untagged/removed without force, and an image any container still uses is skipped.
@@ -18,12 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from rocmci.engine import MANAGED_LABEL
 from rocmci.engine import docker_client as default_client
+from rocmci.labels import DEVICES_LABEL, ENTRY_LABEL, MANAGED_LABEL, ROLE_LABEL
 
-ENTRY_LABEL = "io.rocmci.entry"
-DEVICES_LABEL = "io.rocmci.devices"
-ROLE_LABEL = "io.rocmci.role"
 DEFAULT_KEEP = 2
 DEFAULT_STOP_TIMEOUT = 30
 _ACTIVE_STATES = {"running", "paused", "restarting"}
@@ -95,8 +92,8 @@ def started_by_rocmci(
     labels: Mapping[str, str] | None, image_labels: Mapping[str, str] | None, scope: Mapping[str, str] | None = None
 ) -> bool:
     """A container inherits its image's labels, so `managed=true` alone also matches anyone's `docker run` of a
-    rocmci image. rocmci sets `io.rocmci.role` on the containers it starts; images never carry it (or carry
-    another value), so a role the image does not already have is the container's own."""
+    rocmci image. rocmci sets `ROLE_LABEL` on the containers it starts; images carry another value (base, entry) or
+    none, so a role the image does not already have is the container's own."""
     labels = labels or {}
     role = labels.get(ROLE_LABEL)
     return is_managed(labels, scope) and bool(role) and (image_labels or {}).get(ROLE_LABEL) != role
@@ -300,7 +297,7 @@ def clean(
 ) -> CleanResult:
     """Stop and remove rocmci's containers (GPU holders first), then prune its images past `keep` per entry.
 
-    `scope` adds label=value filters on top of `io.rocmci.managed=true` (e.g. one test's or one runner's objects).
+    `scope` adds label=value filters on top of `MANAGED_LABEL=true` (e.g. one test's or one runner's objects).
     """
     containers, container_errors = clean_containers(client, stop_timeout=stop_timeout, scope=scope, dry_run=dry_run)
     images = prune_images(client, keep=keep, scope=scope, dry_run=dry_run)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rocmci.engine import docker_client as default_client
+from rocmci.labels import DEVICES_LABEL, DOCTOR_SCHEMA, GPU_LABEL, MANAGED_LABEL, ROLE_LABEL
 
-MANAGED_LABEL = "io.rocmci.managed"
 DEFAULT_MIN_FREE_GB_AMD = 50.0  # ROCm images are 20-30 GB; loading one needs room for its layers on top
 DEFAULT_MIN_FREE_GB_CPU = 10.0
 ROCMINFO_CANDIDATES = ("rocminfo", "/opt/rocm/bin/rocminfo")
@@ -114,7 +114,7 @@ class DoctorReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "rocmci.doctor/v1",
+            "schema": DOCTOR_SCHEMA,
             "gpu": self.gpu,
             "gpu_required": self.gpu_required,
             "can_validate": self.can_validate,
@@ -582,9 +582,9 @@ def probe_image_torch(
     """Run TORCH_PROBE in `image` with the device flags; (exit code, stdout). The container is labelled and removed."""
     labels = {
         MANAGED_LABEL: "true",
-        "io.rocmci.role": "doctor",
-        "io.rocmci.gpu": gpu or "",
-        "io.rocmci.devices": ",".join(devices),
+        ROLE_LABEL: "doctor",
+        GPU_LABEL: gpu or "",
+        DEVICES_LABEL: ",".join(devices),
     }
     container = client.containers.create(
         image,

@@ -25,13 +25,13 @@ from docker.models.images import Image
 from docker.types import Ulimit
 from requests.exceptions import RequestException
 
-from rocmci.engine import MANAGED_LABEL, docker_client
+from rocmci.engine import docker_client
 from rocmci.errors import RunError
+from rocmci.labels import DEVICES_LABEL, ENTRY_LABEL, GPU_LABEL, MANAGED_LABEL, RESULT_SCHEMA, ROLE_LABEL
 from rocmci.plan import PIN_LABELS, ROOT, Entry, Plan, Target
 from rocmci.progress import Progress, table
 
 CHECKS_DIR = "/opt/rocmci/checks"
-RESULT_SCHEMA = "rocmci.result/v1"
 STOP_TIMEOUT_S = 10
 REMOVE_WAIT_S = 30
 
@@ -125,10 +125,10 @@ def container_spec(entry: Entry, dev_root: Path = Path("/dev")) -> ContainerSpec
     cap_add, security_opt, ulimits = _extra_args(policy.extra_run_args)
     labels = {
         MANAGED_LABEL: "true",
-        "io.rocmci.role": "validate",
-        "io.rocmci.entry": entry.id,
-        "io.rocmci.gpu": entry.gpu,
-        "io.rocmci.devices": ",".join(d.split(":")[1] for d in devices),
+        ROLE_LABEL: "validate",
+        ENTRY_LABEL: entry.id,
+        GPU_LABEL: entry.gpu,
+        DEVICES_LABEL: ",".join(d.split(":")[1] for d in devices),
     }
     return ContainerSpec(
         devices=devices,
@@ -461,21 +461,23 @@ def _gpu_seen(probe_json: Path) -> dict:
 
 
 def write_result(work: Path, entry: Entry, result: RunResult, dev_root: Path) -> None:
-    document = {
-        "schema": RESULT_SCHEMA,
-        "entry": entry.summary(),
-        "image": {"ref": result.image_ref, "id": None, "digest": None, **result.image},
-        "host": {
-            "hostname": socket.gethostname(),
-            "gpu_devices": [str(p) for p in render_nodes(dev_root)],
+    from rocmci.contracts import HostInfo, ImageInfo, ResultDoc, StepRecord  # pydantic: only when a run writes results
+
+    document = ResultDoc(
+        schema=RESULT_SCHEMA,
+        entry=entry.summary(),
+        image=ImageInfo(ref=result.image_ref, **result.image),
+        host=HostInfo(
+            hostname=socket.gethostname(),
+            gpu_devices=[str(p) for p in render_nodes(dev_root)],
             **_gpu_seen(work / "probe.json"),
-        },
-        "started": result.started,
-        "finished": _now(),
-        "steps": {name: step.as_json() for name, step in (("probe", result.probe), ("smoke", result.smoke)) if step},
-        "error": result.error,
-    }
-    (work / "result.json").write_text(strict_json(document))
+        ),
+        started=result.started,
+        finished=_now(),
+        steps={name: StepRecord(**step.as_json()) for name, step in (("probe", result.probe), ("smoke", result.smoke)) if step},
+        error=result.error,
+    )
+    (work / "result.json").write_text(document.to_json(), encoding="utf-8")
 
 
 def strict_json(document: Any) -> str:
