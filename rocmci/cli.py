@@ -117,13 +117,16 @@ def matrix(file: str | None, gpu: str | None, as_json: bool, gpus: str | None = 
             e.summary()["aiter_kernels"],
             e.tag.rsplit("-", 1)[-1],
             e.build_id,
+            " ".join(e.builder_runs_on),
             " ".join(e.target.runs_on),
         )
         for e in entries
     ]
-    print(table(("entry", "gpu", "gfx", "rocm", "torch", "aiter", "kernels", "hash", "build (shared image)", "runs on"), rows))
+    headers = ("entry", "gpu", "gfx", "rocm", "torch", "aiter", "kernels", "hash", "build (shared image)", "builds on", "runs on")
+    print(table(headers, rows))
     count = len(shared_builds(entries))
-    print(f"\n{len(entries)} entries, {count} builds (one per stack and gfx) from {plan.source}; images go to {plan.repository}")
+    print(f"\n{len(entries)} entries, {count} builds (one per stack and gfx) from {plan.source}")
+    print(f"builds stage in {plan.staging_repository}; validated tags and reports go to {plan.release_repository}")
 
 
 @reports_errors

@@ -344,3 +344,26 @@ def test_build_push_stages_the_image_and_records_what_the_registry_serves(
     again = json.loads(record_file.read_text())
     assert again == again | {**expected, "digest": record["digest"], "image_id": record["image_id"], "pushed": False}
     assert not engine.images.list(name=ref), "a staged tag is not rebuilt"
+
+
+def test_build_records_are_written_whole_and_a_failed_build_leaves_none(tmp_path):
+    from rocmci.build.record import read_record, record_path, write_records
+    from rocmci.contracts import BuildRecord
+
+    digest, config = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    record = BuildRecord(
+        build_id="cpu-x",
+        entries=["local-x"],
+        reference="r/s:cpu-x-0123456789ab",
+        digest=digest,
+        image_id=config,
+        pushed=True,
+        finished="2026-12-02T01:00:00+00:00",
+    )
+    stale = record_path(tmp_path, "cpu-failed")
+    stale.parent.mkdir(parents=True)
+    stale.write_text(record.model_copy(update={"build_id": "cpu-failed"}).to_json())
+    [written] = write_records([record], ["cpu-failed"], tmp_path)
+    assert written == record_path(tmp_path, "cpu-x") and read_record(written) == record
+    assert json.loads(written.read_text())["schema"] == "rocmci.build/v1"
+    assert sorted(p.name for p in written.parent.iterdir()) == ["cpu-x.json"], "no stale record, no partial file"
