@@ -349,6 +349,7 @@ def test_build_push_stages_the_image_and_records_what_the_registry_serves(
 def test_build_records_are_written_whole_and_a_failed_build_leaves_none(tmp_path):
     from rocmci.build.record import read_record, record_path, write_records
     from rocmci.contracts import BuildRecord
+    from rocmci.errors import BuildError
 
     digest, config = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     record = BuildRecord(
@@ -367,3 +368,6 @@ def test_build_records_are_written_whole_and_a_failed_build_leaves_none(tmp_path
     assert written == record_path(tmp_path, "cpu-x") and read_record(written) == record
     assert json.loads(written.read_text())["schema"] == "rocmci.build/v1"
     assert sorted(p.name for p in written.parent.iterdir()) == ["cpu-x.json"], "no stale record, no partial file"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BuildError, match=r"--reports .*/file: cannot write the build records: Not a directory"):
+        write_records([record], [], tmp_path / "file")
