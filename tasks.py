@@ -86,14 +86,15 @@ def wheelhouse(c, gpu=None, entry=None, file=None, dest=".cache/wheelhouse", tor
     help={
         "gpu": GPU,
         "entry": "one entry id",
-        "push": "push each built image",
-        "registry": REGISTRY,
+        "push": "push each build to the staging repository under its content-hashed tag (no validated tag is touched)",
+        "registry": "registry host or repository (default: the matrix's staging repository)",
         "backend": "auto (bake where buildx exists, else sdk), sdk or bake",
         "print": "print the bake file, build nothing (ROCMCI_FETCH_URL is set at build time when a CA or wheelhouse is served)",
         "registry_cache": "bake backend: registry cache per target (needs a docker-container buildx builder)",
         "ca_cert": "extra CA bundle for builds: auto (the host's), a path, or none",
         "bake_ca": "keep that CA in the image",
         "wheelhouse": "install from this wheelhouse, offline",
+        "reports": "with --push: write each build's record to DIR/builds/<build id>.json",
         "file": FILE,
     }
 )
@@ -109,9 +110,10 @@ def build(
     bake_ca=False,
     wheelhouse=None,
     registry_cache=False,
+    reports="reports",
     file=None,
 ):
-    """Build the images of a GPU target, skipping those whose content-hashed tag exists."""
+    """Build the images of a GPU target into staging, skipping those whose content-hashed tag exists."""
     _call(
         cli.build_images,
         file=file,
@@ -125,6 +127,7 @@ def build(
         bake_ca=bake_ca,
         wheelhouse=wheelhouse,
         registry_cache=registry_cache,
+        reports_dir=reports,
     )
 
 

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from rocmci import build
-from rocmci import validate as validating
 from rocmci.errors import ExitCode, InputError, RocmciError
 from rocmci.plan import Entry, Plan, github_build_matrix, github_matrix, load_plan, shared_builds
 from rocmci.progress import Progress, table
@@ -48,16 +46,18 @@ def reports_errors(function: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def repository_for(plan: Plan, registry: str | None) -> str:
-    """`--registry` takes a host (127.0.0.1:5000) or a repository (ghcr.io/org/rocmci)."""
+def repository_for(plan: Plan, registry: str | None, default: str | None = None) -> str:
+    """`--registry` takes a host (127.0.0.1:5000) or a repository (ghcr.io/org/rocmci); without it, `default` (the
+    matrix's release repository unless given)."""
+    default = default or plan.repository
     if registry is None:
-        return plan.repository
+        return default
     if not registry.strip():
         raise InputError("--registry: empty; give a host or repository, or leave the option out for the matrix's repository")
     from rocmci.oci import refuse_credentials
 
     refuse_credentials(registry)
-    return registry if "/" in registry else f"{registry}/{plan.repository.rsplit('/', 1)[-1]}"
+    return registry if "/" in registry else f"{registry}/{default.rsplit('/', 1)[-1]}"
 
 
 def _selected(file: str | None, gpu: str | None, entry: str | None) -> tuple[Plan, list[Entry]]:
@@ -117,17 +117,22 @@ def matrix(file: str | None, gpu: str | None, as_json: bool, gpus: str | None = 
             e.summary()["aiter_kernels"],
             e.tag.rsplit("-", 1)[-1],
             e.build_id,
+            " ".join(e.builder_runs_on),
             " ".join(e.target.runs_on),
         )
         for e in entries
     ]
-    print(table(("entry", "gpu", "gfx", "rocm", "torch", "aiter", "kernels", "hash", "build (shared image)", "runs on"), rows))
+    headers = ("entry", "gpu", "gfx", "rocm", "torch", "aiter", "kernels", "hash", "build (shared image)", "builds on", "runs on")
+    print(table(headers, rows))
     count = len(shared_builds(entries))
-    print(f"\n{len(entries)} entries, {count} builds (one per stack and gfx) from {plan.source}; images go to {plan.repository}")
+    print(f"\n{len(entries)} entries, {count} builds (one per stack and gfx) from {plan.source}")
+    print(f"builds stage in {plan.staging_repository}; validated tags and reports go to {plan.release_repository}")
 
 
 @reports_errors
 def base(file: str | None, gpu: str | None) -> None:
+    from rocmci import build
+
     _plan, entries = _selected(file, gpu, None)
     progress = _progress(entries)
     for image in {e.stack.base_image for e in entries if e.stack.base_image.local}:
@@ -136,6 +141,8 @@ def base(file: str | None, gpu: str | None) -> None:
 
 @reports_errors
 def wheelhouse(file: str | None, gpu: str | None, entry: str | None, dest: str, torch_index: str) -> None:
+    from rocmci import build
+
     _plan, entries = _selected(file, gpu, entry)
     choice = {"auto": None, "yes": True, "no": False}.get(torch_index)
     if torch_index not in ("auto", "yes", "no"):
@@ -157,12 +164,17 @@ def build_images(
     bake_ca: bool,
     wheelhouse: str | None,
     registry_cache: bool = False,
+    reports_dir: str = "reports",
 ) -> None:
+    """Builds land in the staging repository; with --push each build's record goes to <reports>/builds/."""
+    from rocmci import build
+    from rocmci.build.record import write_records
+
     plan, entries = _for_gpu(file, gpu, entry)
     if backend not in ("auto", "sdk", "bake"):
         raise build.BuildError(f"--backend: expected auto, sdk or bake (got {backend!r})")
     options = build.BuildOptions.resolve(
-        repository_for(plan, registry),
+        repository_for(plan, registry, plan.staging_repository),
         backend=backend,
         push=push,
         ca_cert=ca_cert,
@@ -178,12 +190,19 @@ def build_images(
     built = sum(r.status == "built" for r in results)
     if built == 0 and all(r.status == "skipped" for r in results):
         print(f"nothing to build: all {len(results)} images exist with their content-hashed tags")
+    if push:
+        records = [r.record for r in results if r.record is not None]
+        failed = [r.build_id for r in results if r.status == "failed"]
+        for path in write_records(records, failed, Path(reports_dir)):
+            print(f"build record: {path}")
     if any(r.status == "failed" for r in results):
         raise TaskFailed(ExitCode.BUILD_FAILED)
 
 
 @reports_errors
 def validate(file: str | None, gpu: str | None, entry: str | None, registry: str | None, reports_dir: str) -> None:
+    from rocmci import validate as validating
+
     plan, entries = _for_gpu(file, gpu, entry)
     options = validating.RunOptions(repository=repository_for(plan, registry), reports_dir=Path(reports_dir))
     results = validating.validate_entries(plan, entries, options, _progress(entries))
@@ -409,19 +428,22 @@ def pipeline(
     """The main job, per entry: build -> validate -> verdict (judged once) -> publish -> report (rendered once, at the
     end, from the files on disk: validate's results and publish's records), ending with one summary table."""
     from rocmci import publish as publishing
+    from rocmci import build
     from rocmci import report as compat
+    from rocmci import validate as validating
 
     plan, entries = _for_gpu(file, gpu, entry)
     repository = repository_for(plan, registry)
     progress = _progress(entries)
-    options = build.BuildOptions.resolve(plan.repository, ca_cert=ca_cert, wheelhouse=Path(wheelhouse) if wheelhouse else None)
+    options = build.BuildOptions.resolve(
+        plan.staging_repository, ca_cert=ca_cert, wheelhouse=Path(wheelhouse) if wheelhouse else None)
     built = {entry_id: r for r in build.build_entries(plan, entries, options, progress) for entry_id in r.entries}
     runnable = [e for e in entries if built[e.id].status != "failed"]
     reports = Path(reports_dir)
     ran = (
         {
             r.entry_id: r
-            for r in validating.validate_entries(plan, runnable, validating.RunOptions(plan.repository, reports), progress)
+            for r in validating.validate_entries(plan, runnable, validating.RunOptions(plan.staging_repository, reports), progress)
         }
         if runnable
         else {}
@@ -431,7 +453,7 @@ def pipeline(
     judged = {r.id: r for r in verdicts.entries}
     published = {}
     if publish_images and runnable:
-        items = publishing.publish_items(runnable, reports, local_repository=plan.repository)
+        items = publishing.publish_items(runnable, reports, local_repository=plan.staging_repository)
         hooks = _publish_hooks(plan, sign=False, key=None)  # the regression gate (issue 14)
         published = {
             r.entry_id: r
@@ -463,6 +485,8 @@ def pipeline(
 
 
 def _build_options(plan: Plan, registry: str | None, ca_cert: str | None, wheelhouse: str | None, backend: str):
+    from rocmci import build
+
     if backend not in ("auto", "sdk", "bake"):
         raise build.BuildError(f"--backend: expected auto, sdk or bake (got {backend!r})")
     return build.BuildOptions.resolve(

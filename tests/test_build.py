@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import uuid
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from rocmci.build import (
 )
 from rocmci.oci import RegistryClient, tag_exists
 from rocmci.plan import load_plan
-from rocmci.oci import RegistryClient, tag_exists
+from rocmci.oci import Descriptor, RegistryClient, tag_exists
 from tests.helpers import ROOT, BuiltImages, FixtureWheels, fixture_wheel, unavailable, write_fixture_matrix
 
 BAD_TORCH_STACK = """\
@@ -132,6 +133,8 @@ def test_local_image_holds_its_pins(engine, built, backend):
     assert labels["io.rocmci.content-hash"] == entry.content_hash
     assert labels["io.rocmci.role"] == "entry", "an entry image must not inherit the base image's role"
     assert labels["org.opencontainers.image.base.name"] == "rocmci/debian:bookworm"
+    # Each image kind says what it is: the entry image does not inherit its base image's role.
+    assert (labels["io.rocmci.role"], engine.images.get("rocmci/debian:bookworm").labels["io.rocmci.role"]) == ("entry", "base")
     assert labels["org.opencontainers.image.created"] == _print_labels()["org.opencontainers.image.created"]
     versions = json.loads(engine.containers.run(ref, ["cat", "/opt/rocmci/versions.json"], remove=True, network_mode="none"))
     assert versions["torch"]["version"].startswith("2.13.0") and versions["torch"]["hip"] is None
@@ -285,3 +288,88 @@ def test_extra_ca_reaches_pip_but_stays_out_of_the_image(engine, built_images, t
     assert out[0] == "EXIT=0", out
     assert out[1] == "0", "a CA was left in the image without ROCMCI_BAKE_CA=1"
     assert out[-1] == "rocmci-extra.crt"
+
+
+def _staging_matrix(path: Path, release: str, staging: str, wheels: FixtureWheels) -> Path:
+    written = write_fixture_matrix(path, release, wheels, ["fixture-good"])
+    written.write_text(written.read_text().replace(f"repository: {release}\n", f"repository: {release}\nstaging: {staging}\n"))
+    return written
+
+
+def _build_push(matrix_file: Path, backend: str, wheelhouse: Path, reports: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "invoke", "build", "--gpu", "local", "--push", "--backend", backend]
+    command += ["--wheelhouse", str(wheelhouse), "--reports", str(reports), "--file", str(matrix_file)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_build_push_stages_the_image_and_records_what_the_registry_serves(
+    engine, registry, wheelhouse, fixture_wheels, backend, tmp_path
+):
+    """`invoke build --push` puts the content-hashed tag in staging only (no validated tag, nothing in the release
+    repository) and records the digest read back from the registry; a second run rebuilds nothing and says so."""
+    run = uuid.uuid4().hex[:8]
+    release, staging = f"{registry}/rocmci-test-release-{run}", f"{registry}/rocmci-test-staging-{run}-{backend}"
+    matrix_file = _staging_matrix(tmp_path / "m.yaml", release, staging, fixture_wheels)
+    [entry] = load_plan(matrix_file).entries
+    reports = tmp_path / "reports"
+    first = _build_push(matrix_file, backend, wheelhouse, reports)
+    assert first.returncode == 0, first.stdout + first.stderr
+    record_file = reports / "builds" / f"{entry.build_id}.json"
+    record = json.loads(record_file.read_text())
+    client, name = RegistryClient(registry), staging.split("/", 1)[1]
+    served = client.get_manifest(name, entry.tag)
+    expected = {
+        "schema": "rocmci.build/v1",
+        "build_id": entry.build_id,
+        "entries": [entry.id],
+        "reference": f"{staging}:{entry.tag}",
+    }
+    assert record == record | expected | {"digest": served.digest, "image_id": served.json["config"]["digest"], "pushed": True}
+    assert dt.datetime.fromisoformat(record["finished"]).tzinfo is not None
+    ref = entry.image_ref(staging)
+    if backend == "sdk":  # the engine's image id is the config digest the registry serves
+        assert engine.images.get(ref).id == record["image_id"]
+    # What `skopeo inspect` shows of the published image: it says it is an entry image, not its base image.
+    config = json.loads(client.get_blob(name, Descriptor.from_json(served.json["config"])))
+    assert config["config"]["Labels"]["io.rocmci.role"] == "entry"
+    assert config["config"]["Labels"]["io.rocmci.content-hash"] == entry.content_hash
+    assert client.list_tags(name) == [entry.tag]
+    assert client.list_tags(release.split("/", 1)[1]) == []
+
+    with suppress(Exception):
+        engine.images.remove(ref)
+    second = _build_push(matrix_file, backend, wheelhouse, reports)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "skipped" in second.stdout and "tag present in" in second.stdout
+    again = json.loads(record_file.read_text())
+    assert again == again | {**expected, "digest": record["digest"], "image_id": record["image_id"], "pushed": False}
+    assert not engine.images.list(name=ref), "a staged tag is not rebuilt"
+
+
+def test_build_records_are_written_whole_and_a_failed_build_leaves_none(tmp_path):
+    from rocmci.build.record import read_record, record_path, write_records
+    from rocmci.contracts import BuildRecord
+    from rocmci.errors import BuildError
+
+    digest, config = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    record = BuildRecord(
+        build_id="cpu-x",
+        entries=["local-x"],
+        reference="r/s:cpu-x-0123456789ab",
+        digest=digest,
+        image_id=config,
+        pushed=True,
+        finished="2026-12-02T01:00:00+00:00",
+    )
+    stale = record_path(tmp_path, "cpu-failed")
+    stale.parent.mkdir(parents=True)
+    stale.write_text(record.model_copy(update={"build_id": "cpu-failed"}).to_json())
+    [written] = write_records([record], ["cpu-failed"], tmp_path)
+    assert written == record_path(tmp_path, "cpu-x") and read_record(written) == record
+    assert json.loads(written.read_text())["schema"] == "rocmci.build/v1"
+    assert sorted(p.name for p in written.parent.iterdir()) == ["cpu-x.json"], "no stale record, no partial file"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BuildError, match=r"--reports .*/file: cannot write the build records: Not a directory"):
+        write_records([record], [], tmp_path / "file")

@@ -617,3 +617,21 @@ def test_the_build_matrix_json_names_builders_and_staging_refs() -> None:
         "local": ["ubuntu-latest"],
     }
     assert all(row["staging_ref"] == f"{plan.staging_repository}:{row['tag']}" for row in rows)
+
+
+PLAN_ONLY = """\
+import sys
+from invoke.main import program
+try:
+    program.run(["invoke", "matrix", "--json"], exit=False)
+finally:
+    heavy = ("docker", "requests", "urllib3", "rocmci.build", "rocmci.validate", "rocmci.registry")
+    print("imported:" + ",".join(sorted(name for name in heavy if name in sys.modules)), file=sys.stderr)
+"""
+
+
+def test_matrix_json_loads_the_plan_stage_only() -> None:
+    """`invoke matrix --json` (every CI run's first job) needs neither the Docker SDK nor requests nor a later stage."""
+    done = subprocess.run([sys.executable, "-c", PLAN_ONLY], cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True)
+    assert json.loads(done.stdout)["include"], done.stderr
+    assert done.stderr.strip().splitlines()[-1:] == ["imported:"], done.stderr

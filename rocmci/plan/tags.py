@@ -11,6 +11,22 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from rocmci.labels import (
+    AITER_KERNELS_LABEL,
+    AITER_LABEL,
+    AITER_SOURCE_LABEL,
+    BUILD_LABEL,
+    CONTENT_HASH_LABEL,
+    ENTRY_LABEL,
+    FIXTURE_LABEL,
+    GFX_LABEL,
+    MANAGED_LABEL,
+    PYTHON_LABEL,
+    ROCM_LABEL,
+    ROLE_LABEL,
+    TORCH_INDEX_LABEL,
+    TORCH_LABEL,
+)
 from rocmci.plan.schema import Stack, Target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,18 +110,18 @@ def content_hash(build_args: dict[str, str], context_digest: str) -> str:
 # Image label -> Entry.summary() field: validate records these labels and the report checks them against the entry.
 # An image is a shared build: its labels name the build, never an entry or GPU model.
 PIN_LABELS = {
-    "io.rocmci.build": "build",
-    "io.rocmci.content-hash": "content_hash",
-    "io.rocmci.torch": "torch",
-    "io.rocmci.aiter": "aiter",
-    "io.rocmci.gfx": "gfx",
+    BUILD_LABEL: "build",
+    CONTENT_HASH_LABEL: "content_hash",
+    TORCH_LABEL: "torch",
+    AITER_LABEL: "aiter",
+    GFX_LABEL: "gfx",
 }
 
 
 def labels_for(build: str, target: Target, stack: Stack, digest: str) -> dict[str, str]:
     """Labels that follow from the pins alone, the same for every entry sharing the build (no GPU model in them);
-    build time labels (created, revision, role) are added by rocmci.build.labels. `io.rocmci.entry` names the build on an image
-    (clean groups images by it); a validation container's `io.rocmci.entry` names its entry."""
+    build time labels (created, revision) are added by rocmci.build.options. `ENTRY_LABEL` names the build on an image
+    (clean groups images by it); a validation container's `ENTRY_LABEL` names its entry."""
     return {
         "org.opencontainers.image.title": f"rocmci {build}",
         "org.opencontainers.image.description": (
@@ -115,17 +131,18 @@ def labels_for(build: str, target: Target, stack: Stack, digest: str) -> dict[st
         "org.opencontainers.image.version": f"{build}-{digest[:12]}",
         "org.opencontainers.image.base.name": f"{stack.base_image.name}:{stack.base_image.tag}",
         "org.opencontainers.image.base.digest": stack.base_image.digest or "",
-        "io.rocmci.managed": "true",
-        "io.rocmci.entry": build,
-        "io.rocmci.build": build,
-        "io.rocmci.gfx": target.gfx or "",
-        "io.rocmci.rocm": stack.rocm or "",
-        "io.rocmci.python": stack.python,
-        "io.rocmci.torch": stack.torch.version,
-        "io.rocmci.torch-index": stack.torch.index,
-        "io.rocmci.aiter": stack.aiter.label,
-        "io.rocmci.aiter-source": stack.aiter.spec,
-        "io.rocmci.aiter-kernels": "prebuilt" if stack.aiter.prebuilt_kernels else "jit-at-first-call",
-        "io.rocmci.content-hash": digest,
-        "io.rocmci.fixture": "true" if stack.fixture else "false",
+        MANAGED_LABEL: "true",
+        ROLE_LABEL: "entry",  # not inherited from the base image's "base"
+        ENTRY_LABEL: build,
+        BUILD_LABEL: build,
+        GFX_LABEL: target.gfx or "",
+        ROCM_LABEL: stack.rocm or "",
+        PYTHON_LABEL: stack.python,
+        TORCH_LABEL: stack.torch.version,
+        TORCH_INDEX_LABEL: stack.torch.index,
+        AITER_LABEL: stack.aiter.label,
+        AITER_SOURCE_LABEL: stack.aiter.spec,
+        AITER_KERNELS_LABEL: "prebuilt" if stack.aiter.prebuilt_kernels else "jit-at-first-call",
+        CONTENT_HASH_LABEL: digest,
+        FIXTURE_LABEL: "true" if stack.fixture else "false",
     }

@@ -12,4 +12,5 @@ def load(name: str) -> dict[str, Any]:
     """The YAML data file `name` of this package, parsed once per process."""
     import yaml
 
-    return yaml.safe_load(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where PyYAML has it: every task start reads these
+    return yaml.load(resources.files(__name__).joinpath(name).read_text(encoding="utf-8"), Loader=loader)
