@@ -625,7 +625,7 @@ from invoke.main import program
 try:
     program.run(["invoke", "matrix", "--json"], exit=False)
 finally:
-    heavy = ("docker", "requests", "urllib3", "rocmci.build", "rocmci.validate", "rocmci.registry")
+    heavy = ("docker", "requests", "urllib3", "rocmci.build", "rocmci.validate", "rocmci.oci")
     print("imported:" + ",".join(sorted(name for name in heavy if name in sys.modules)), file=sys.stderr)
 """
 

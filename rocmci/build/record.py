@@ -28,7 +28,7 @@ def read_record(path: Path) -> BuildRecord:
 def staged_image(reference: str) -> tuple[str, str]:
     """(manifest digest, config digest) that `<repository>:<tag>` names in the registry now. For an image index (a
     multi-platform or attested push) the digest is the index's and the config is that of its one image manifest."""
-    from rocmci.registry import client_for
+    from rocmci.oci import client_for
 
     repository, tag = reference.rsplit(":", 1)
     client, name = client_for(repository)
