@@ -15,35 +15,35 @@ import pytest
 from rocmci.plan import load_plan
 from rocmci.report import verdict_for
 from rocmci.validate import RunOptions, container_spec, probe_command, smoke_command, validate_entries
+from rocmci.validate.host import Request, assigned_gpus
 from tests.conftest import ROOT
+from tests.test_host import fake_host
 
 
-def _fake_dev(tmp_path: Path, kfd: bool = True, render: bool = True) -> Path:
+def _bare_dev(tmp_path: Path) -> Path:
+    """A /dev without /dev/kfd or render nodes (and no KFD topology in the real /sys here): no GPU to give."""
     dev = tmp_path / "dev"
     (dev / "dri").mkdir(parents=True)
-    if kfd:
-        (dev / "kfd").touch()
-    if render:
-        (dev / "dri" / "renderD128").touch()
     return dev
 
 
 def test_amd_policy_resolves_devices_and_numeric_groups(tmp_path):
     entry = load_plan().select("mi355x")[0]
-    spec = container_spec(entry, _fake_dev(tmp_path))
-    assert [d.split(":")[1] for d in spec.devices] == ["/dev/kfd", "/dev/dri"]
+    dev, sys_root = fake_host(tmp_path, (90500,))
+    spec = container_spec(entry, dev, assigned_gpus(Request(), dev, sys_root).gpus)
+    assert [d.split(":")[1] for d in spec.devices] == ["/dev/kfd", "/dev/dri/renderD128"]
     assert all(d.endswith(":rwm") for d in spec.devices)
     assert spec.missing_devices == []
-    render_gid = str((tmp_path / "dev" / "dri" / "renderD128").stat().st_gid)
+    render_gid = str((dev / "dri" / "renderD128").stat().st_gid)
     assert render_gid in spec.group_add and all(g.isdigit() for g in spec.group_add)
     assert spec.shm_size == "16g" and spec.network_mode == "none"
     assert spec.labels["io.rocmci.role"] == "validate" and spec.labels["io.rocmci.entry"] == entry.id
-    assert spec.labels["io.rocmci.devices"] == "/dev/kfd,/dev/dri"
+    assert spec.labels["io.rocmci.devices"] == "/dev/kfd,/dev/dri/renderD128"
 
 
 def test_missing_gpu_devices_are_named(tmp_path):
     entry = load_plan().select("mi300x")[0]
-    spec = container_spec(entry, _fake_dev(tmp_path, kfd=False, render=False))
+    spec = container_spec(entry, _bare_dev(tmp_path))
     assert spec.missing_devices == ["/dev/kfd", "/dev/dri/renderD*"]
 
 
@@ -101,7 +101,7 @@ def test_amd_entry_without_gpu_is_never_a_pass(engine, built_images, tmp_path):
     local_ref = built_images.local_plan.select("local")[0].image_ref(built_images.repository)
     engine.images.get(local_ref).tag(f"{built_images.repository}", entry.tag)
     try:
-        options = RunOptions(repository=built_images.repository, reports_dir=tmp_path, dev_root=_fake_dev(tmp_path, False, False))
+        options = RunOptions(repository=built_images.repository, reports_dir=tmp_path, dev_root=_bare_dev(tmp_path))
         [result] = validate_entries(plan, [entry], options)
     finally:
         engine.images.remove(entry.image_ref(built_images.repository), noprune=True)

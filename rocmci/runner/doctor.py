@@ -14,20 +14,35 @@ import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from rocmci.engine import docker_client as default_client
+from rocmci.validate.host import (
+    KFD_TOPOLOGY,
+    RENDER_NODES_ENV,
+    DeviceAssignmentError,
+    Gpu,
+    GroupIds,
+    HostGpus,
+    NoneAssigned,
+    assigned_gpus,
+    device_mappings,
+    find_render_nodes,
+    read_groups,
+    read_kfd_topology,
+    requested_render_nodes,
+    summarize,
+)
 
 MANAGED_LABEL = "io.rocmci.managed"
 DEFAULT_MIN_FREE_GB_AMD = 50.0  # ROCm images are 20-30 GB; loading one needs room for its layers on top
 DEFAULT_MIN_FREE_GB_CPU = 10.0
 ROCMINFO_CANDIDATES = ("rocminfo", "/opt/rocm/bin/rocminfo")
 AMD_SMI_CANDIDATES = ("amd-smi", "/opt/rocm/bin/amd-smi")
-KFD_TOPOLOGY = "devices/virtual/kfd/kfd/topology/nodes"
 
 # Runs inside the image as `python -P -c`: what torch sees through the device flags, as one JSON line.
 TORCH_PROBE = (
@@ -54,16 +69,6 @@ class Check:
 
 
 @dataclass(frozen=True)
-class HostGpus:
-    """GPUs as one source (kfd topology, rocminfo, amd-smi, torch in the image) sees them."""
-
-    source: str
-    count: int
-    gfx: tuple[str, ...]
-    device_ids: tuple[int, ...] = ()  # PCI device ids (vendor 0x1002), where the source gives them
-
-
-@dataclass(frozen=True)
 class GpuModel:
     """One GPU model of rocmci/resources/gpus.yaml."""
 
@@ -80,18 +85,6 @@ class EngineInfo:
     api_version: str = ""
     root_dir: str = ""
     error: str = ""
-
-
-@dataclass(frozen=True)
-class GroupIds:
-    video: int | None
-    render: int | None
-    render_node_gids: tuple[int, ...] = ()
-
-    def group_add(self, fallback: Sequence[str]) -> list[str]:
-        """Numeric gids for `docker run --group-add`: names are resolved inside the image, gids are not."""
-        gids = {g for g in (self.video, self.render, *self.render_node_gids) if g is not None}
-        return [str(g) for g in sorted(gids)] if gids else list(fallback)
 
 
 @dataclass(frozen=True)
@@ -309,11 +302,6 @@ def check_kfd(dev_root: Path = Path("/dev")) -> Check:
     return Check("kfd", Status.OK, f"{kfd} present")
 
 
-def find_render_nodes(dev_root: Path = Path("/dev")) -> list[Path]:
-    dri = dev_root / "dri"
-    return sorted(dri.glob("renderD*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0)) if dri.is_dir() else []
-
-
 def check_render_nodes(dev_root: Path = Path("/dev")) -> Check:
     nodes = find_render_nodes(dev_root)
     if not nodes:
@@ -325,25 +313,6 @@ def check_render_nodes(dev_root: Path = Path("/dev")) -> Check:
             "the driver did not bring up",
         )
     return Check("render-nodes", Status.OK, f"{len(nodes)}: " + ", ".join(p.name for p in nodes))
-
-
-def read_group_ids(etc_group: Path = Path("/etc/group")) -> dict[str, int]:
-    groups: dict[str, int] = {}
-    try:
-        text = etc_group.read_text()
-    except OSError:
-        return groups
-    for line in text.splitlines():
-        parts = line.split(":")
-        if len(parts) >= 3 and parts[2].isdigit():
-            groups.setdefault(parts[0], int(parts[2]))
-    return groups
-
-
-def read_groups(etc_group: Path, render_nodes: Sequence[Path]) -> GroupIds:
-    names = read_group_ids(etc_group)
-    node_gids = tuple(sorted({p.stat().st_gid for p in render_nodes}))
-    return GroupIds(video=names.get("video"), render=names.get("render"), render_node_gids=node_gids)
 
 
 def check_groups(groups: GroupIds, etc_group: Path = Path("/etc/group")) -> Check:
@@ -373,32 +342,6 @@ def check_groups(groups: GroupIds, etc_group: Path = Path("/etc/group")) -> Chec
 
 
 # ---------------------------------------------------------------- GPUs: kfd topology, rocminfo, amd-smi
-
-
-def gfx_from_target_version(version: int) -> str:
-    """kfd's gfx_target_version (major*10000 + minor*100 + stepping) as a gfx name: 90402 -> gfx942, 90010 -> gfx90a."""
-    major, minor, stepping = version // 10000, (version // 100) % 100, version % 100
-    return f"gfx{major}{minor:x}{stepping:x}"
-
-
-def _node_number(properties: Path) -> int:
-    return int(properties.parent.name) if properties.parent.name.isdigit() else -1
-
-
-def read_kfd_topology(sys_root: Path = Path("/sys")) -> HostGpus | None:
-    """GPU nodes of the KFD topology: gfx from `gfx_target_version`, PCI id from `device_id` (both decimal)."""
-    nodes = sys_root / KFD_TOPOLOGY
-    if not nodes.is_dir():
-        return None
-    gfx: list[str] = []
-    device_ids: list[int] = []
-    for props in sorted(nodes.glob("*/properties"), key=_node_number):
-        values = dict(line.split(None, 1) for line in props.read_text().splitlines() if len(line.split(None, 1)) == 2)
-        version = int(values.get("gfx_target_version", "0").strip() or 0)
-        if version:  # CPU nodes report 0
-            gfx.append(gfx_from_target_version(version))
-            device_ids.append(int(values.get("device_id", "0").strip() or 0))
-    return HostGpus("kfd topology", len(gfx), tuple(gfx), tuple(device_ids))
 
 
 @functools.cache
@@ -579,17 +522,18 @@ def probe_image_torch(
     gpu: str | None,
     timeout: float = 300,
 ) -> tuple[int, str]:
-    """Run TORCH_PROBE in `image` with the device flags; (exit code, stdout). The container is labelled and removed."""
+    """Run TORCH_PROBE in `image` with the device mappings (`host:container:rwm`); (exit code, stdout). The container
+    is labelled and removed."""
     labels = {
         MANAGED_LABEL: "true",
         "io.rocmci.role": "doctor",
         "io.rocmci.gpu": gpu or "",
-        "io.rocmci.devices": ",".join(devices),
+        "io.rocmci.devices": ",".join(d.split(":")[1] for d in devices),
     }
     container = client.containers.create(
         image,
         entrypoint=["python", "-P", "-c", TORCH_PROBE],
-        devices=[f"{d}:{d}:rwm" for d in devices],
+        devices=list(devices),
         group_add=list(group_add),
         shm_size=shm_size,
         network_mode=network,
@@ -641,19 +585,45 @@ def check_image_torch(
         return Check(
             "image-torch",
             Status.FAIL,
-            f"{what}; {host.source} sees {host.count}",
-            "pass every GPU: --device /dev/kfd --device /dev/dri, and the render gid via --group-add",
+            f"{what}; {host.source} has {host.count}",
+            "the container got /dev/kfd and the assigned render nodes: check their owner gid is passed via --group-add "
+            "and that `dmesg | grep -i amdgpu` shows no GPU in a bad state",
         )
-    return _gpu_agreement("image-torch", torch_gpus, expect_gfx, "pass --device /dev/kfd --device /dev/dri")
+    return _gpu_agreement("image-torch", torch_gpus, expect_gfx, "pass --device /dev/kfd and the assigned render nodes")
 
 
 # ---------------------------------------------------------------- assembly
 
 
-GPU_CHECKS = ("kfd", "render-nodes", "groups", "kfd-topology", "gpu-model", "rocminfo", "amd-smi")
+GPU_CHECKS = ("kfd", "render-nodes", "groups", "kfd-topology", "gpu-model", "assignment", "rocminfo", "amd-smi")
 
 
-def _host_gpu_checks(gpu: str | None, expect_gfx: str | None, io: DoctorInputs) -> tuple[list[Check], HostGpus | None, GroupIds]:
+def check_assignment(io: DoctorInputs) -> tuple[Check, tuple[Gpu, ...]]:
+    """The GPUs a validation job on this runner gets (--render-nodes, or ROCMCI_RENDER_NODES set by the runner's owner)."""
+    try:
+        assignment = assigned_gpus(requested_render_nodes(io.render_nodes, io.env), io.dev_root, io.sys_root)
+    except NoneAssigned as exc:
+        shown = ", ".join(g.describe() for g in exc.gpus)
+        return Check(
+            "assignment",
+            Status.WARN,
+            f"{len(exc.gpus)} GPUs, none assigned to this runner: {shown}",
+            f"set {RENDER_NODES_ENV} for each runner to the render node(s) of its GPU(s), e.g. "
+            f"{RENDER_NODES_ENV}={exc.gpus[0].render_node}; until then `invoke validate` refuses to run here "
+            "except with --parallel N (one GPU per entry)",
+        ), exc.gpus
+    except DeviceAssignmentError as exc:
+        return Check(
+            "assignment", Status.FAIL, str(exc), f"name render nodes of this host's GPUs (see kfd-topology) in {RENDER_NODES_ENV}"
+        ), ()
+    if not assignment.gpus:
+        return Check("assignment", Status.FAIL, "no GPU to assign: the KFD topology lists none", "see kfd-topology"), ()
+    return Check("assignment", Status.OK, assignment.describe()), assignment.gpus
+
+
+def _host_gpu_checks(
+    gpu: str | None, expect_gfx: str | None, io: DoctorInputs
+) -> tuple[list[Check], HostGpus | None, GroupIds, tuple[Gpu, ...]]:
     """GPU_CHECKS, with the driver loaded: devices, groups, then the GPUs from sysfs first and the tools as cross-checks."""
     nodes = find_render_nodes(io.dev_root)
     groups = read_groups(io.etc_group, nodes)
@@ -662,9 +632,10 @@ def _host_gpu_checks(gpu: str | None, expect_gfx: str | None, io: DoctorInputs) 
         model = check_gpu_model(gpu, topo)
     else:
         model = Check("gpu-model", Status.SKIP, "not run: see kfd-topology")
+    assignment, gpus = check_assignment(io)
     checks = [check_kfd(io.dev_root), check_render_nodes(io.dev_root), check_groups(groups, io.etc_group), topo_check, model]
-    checks += [check_rocminfo(topo, io.runner, io.which), check_amd_smi(topo, io.runner, io.which)]
-    return checks, topo, groups
+    checks += [assignment, check_rocminfo(topo, io.runner, io.which), check_amd_smi(topo, io.runner, io.which)]
+    return checks, topo, groups, gpus
 
 
 @dataclass
@@ -677,6 +648,8 @@ class DoctorInputs:
     runner: Runner = run_command
     which: Callable[[str], str | None] = shutil.which
     client_factory: Callable[[], Any] | None = None
+    render_nodes: str | None = None  # --render-nodes; None reads ROCMCI_RENDER_NODES from env
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
 def min_free_gb_for(target: TargetLike | None, override: float | None = None) -> float:
@@ -702,28 +675,33 @@ def run_doctor(
     expect_gfx = target.gfx if target is not None else None
     engine, client = probe_engine(io.client_factory)
     checks = [check_engine(engine), check_buildx(io.runner, io.which("docker"))]
-    host: HostGpus | None = None
+    assigned: HostGpus | None = None
+    gpus: tuple[Gpu, ...] = ()
     groups = GroupIds(None, None)
     if gpu_required:
         driver = check_driver(io.dev_root, io.sys_root)
         checks.append(driver)
         if driver.status is Status.OK:
-            gpu_checks, host, groups = _host_gpu_checks(gpu, expect_gfx, io)
+            gpu_checks, _topology, groups, gpus = _host_gpu_checks(gpu, expect_gfx, io)
             checks += gpu_checks
+            assigned = summarize(gpus, "the assignment") if gpus else None
         else:
             checks += [Check(name, Status.SKIP, "not run: no amdgpu driver (see driver)") for name in GPU_CHECKS]
     else:
         reason = f"not needed for target {gpu} (cpu only: no aiter kernel runs there)"
         checks += [Check(name, Status.SKIP, reason) for name in ("driver", *GPU_CHECKS)]
-    devices_ok = not gpu_required or all(c.status is Status.OK for c in checks if c.name in ("driver", "kfd", "render-nodes"))
+    devices_ok = not gpu_required or (
+        all(c.status is Status.OK for c in checks if c.name in ("driver", "kfd", "render-nodes")) and bool(gpus)
+    )
     probe: Callable[[], tuple[int, str]] | None = None
     if image and client is not None and devices_ok:
         policy = target.device_policy if target is not None else None
-        devices = list(policy.devices) if policy else (["/dev/kfd", "/dev/dri"] if gpu_required else [])
+        wanted = list(policy.devices) if policy else (["/dev/kfd", "/dev/dri"] if gpu_required else [])
+        devices, _missing = device_mappings(wanted, io.dev_root, gpus)
         group_add = groups.group_add(policy.group_add if policy else ["video", "render"]) if gpu_required else []
         shm, network = (policy.shm_size, policy.network) if policy else ("2g", "none")
         probe = functools.partial(probe_image_torch, client, image, devices, group_add, shm, network, gpu)
-    checks.append(check_image_torch(image, probe, host, expect_gfx))
+    checks.append(check_image_torch(image, probe, assigned, expect_gfx))
     checks.append(check_engine_disk(engine, min_free_gb_for(target, min_free_gb)))
     return DoctorReport(gpu=gpu, gpu_required=gpu_required, checks=tuple(checks))
 
@@ -734,8 +712,10 @@ def doctor_command(
     matrix_path: str | None = None,
     min_free_gb: float | None = None,
     as_json: bool = False,
+    render_nodes: str | None = None,
 ) -> int:
-    """`invoke doctor [--gpu G] [--image REF] [--min-free-gb N] [--json]`: print the report, return the exit code."""
+    """`invoke doctor [--gpu G] [--image REF] [--min-free-gb N] [--render-nodes R] [--json]`: print the report, return
+    the exit code."""
     target = None
     if gpu is not None:
         from rocmci.errors import MatrixError, Problem
@@ -748,6 +728,6 @@ def doctor_command(
                 [Problem(matrix_path or "matrix.yaml", None, "--gpu", f"unknown GPU target {gpu!r} (known: {known})")]
             )
         target = targets[gpu]
-    report = run_doctor(gpu, target, image=image, min_free_gb=min_free_gb)
+    report = run_doctor(gpu, target, image=image, min_free_gb=min_free_gb, inputs=DoctorInputs(render_nodes=render_nodes))
     print(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     return report.exit_code
