@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from rocmci import labels
 from rocmci.engine import docker_client as default_client
 from rocmci.validate.host import (
     KFD_TOPOLOGY,
@@ -38,7 +39,6 @@ from rocmci.validate.host import (
     summarize,
 )
 
-MANAGED_LABEL = "io.rocmci.managed"
 DEFAULT_MIN_FREE_GB_AMD = 50.0  # ROCm images are 20-30 GB; loading one needs room for its layers on top
 DEFAULT_MIN_FREE_GB_CPU = 10.0
 ROCMINFO_CANDIDATES = ("rocminfo", "/opt/rocm/bin/rocminfo")
@@ -107,7 +107,7 @@ class DoctorReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "rocmci.doctor/v1",
+            "schema": labels.DOCTOR_SCHEMA,
             "gpu": self.gpu,
             "gpu_required": self.gpu_required,
             "can_validate": self.can_validate,
@@ -524,11 +524,11 @@ def probe_image_torch(
 ) -> tuple[int, str]:
     """Run TORCH_PROBE in `image` with the device mappings (`host:container:rwm`); (exit code, stdout). The container
     is labelled and removed."""
-    labels = {
-        MANAGED_LABEL: "true",
-        "io.rocmci.role": "doctor",
-        "io.rocmci.gpu": gpu or "",
-        "io.rocmci.devices": ",".join(d.split(":")[1] for d in devices),
+    container_labels = {
+        labels.MANAGED: "true",
+        labels.ROLE: "doctor",
+        labels.GPU: gpu or "",
+        labels.DEVICES: ",".join(d.split(":")[1] for d in devices),
     }
     container = client.containers.create(
         image,
@@ -537,7 +537,7 @@ def probe_image_torch(
         group_add=list(group_add),
         shm_size=shm_size,
         network_mode=network,
-        labels=labels,
+        labels=container_labels,
         detach=True,
     )
     try:

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rocmci.labels import RESULT_SCHEMA
 from rocmci.plan import Entry
 from rocmci.progress import table
-
-RESULT_SCHEMA = "rocmci.result/v1"
 
 
 @dataclass
@@ -85,21 +84,23 @@ def _gpu_seen(probe_json: Path) -> dict:
 
 def write_result(work: Path, entry: Entry, result: RunResult, dev_root: Path) -> None:
     """result.json; `host.gpu_devices` are the host's render nodes the container was given (not every GPU of the host)."""
-    document = {
-        "schema": RESULT_SCHEMA,
-        "entry": entry.summary(),
-        "image": {"ref": result.image_ref, "id": None, "digest": None, **result.image},
-        "host": {
-            "hostname": socket.gethostname(),
-            "gpu_devices": [str(dev_root / "dri" / name) for name in result.render_nodes],
+    from rocmci.contracts import HostInfo, ImageInfo, ResultDoc, StepRecord  # pydantic: only when a run writes results
+
+    document = ResultDoc(
+        schema=RESULT_SCHEMA,
+        entry=entry.summary(),
+        image=ImageInfo(ref=result.image_ref, **result.image),
+        host=HostInfo(
+            hostname=socket.gethostname(),
+            gpu_devices=[str(dev_root / "dri" / name) for name in result.render_nodes],
             **_gpu_seen(work / "probe.json"),
-        },
-        "started": result.started,
-        "finished": _now(),
-        "steps": {name: step.as_json() for name, step in (("probe", result.probe), ("smoke", result.smoke)) if step},
-        "error": result.error,
-    }
-    (work / "result.json").write_text(strict_json(document))
+        ),
+        started=result.started,
+        finished=_now(),
+        steps={name: StepRecord(**step.as_json()) for name, step in (("probe", result.probe), ("smoke", result.smoke)) if step},
+        error=result.error,
+    )
+    (work / "result.json").write_text(document.to_json(), encoding="utf-8")
 
 
 def strict_json(document: Any) -> str:

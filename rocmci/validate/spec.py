@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rocmci.engine import MANAGED_LABEL
+from rocmci import labels
 from rocmci.errors import RunError
 from rocmci.plan import Entry, Target
 from rocmci.validate.host import Gpu, device_mappings
@@ -54,19 +54,19 @@ def container_spec(entry: Entry, dev_root: Path = Path("/dev"), gpus: Sequence[G
     render_paths = [Path(mapping.split(":")[0]) for mapping in devices if mapping.split(":")[1].startswith("/dev/dri/renderD")]
     groups = [gid for gid in (_group_id(name, render_paths) for name in policy.group_add) if gid]
     cap_add, security_opt, ulimits = _extra_args(policy.extra_run_args)
-    labels = {
-        MANAGED_LABEL: "true",
-        "io.rocmci.role": "validate",
-        "io.rocmci.entry": entry.id,
-        "io.rocmci.gpu": entry.gpu,
-        "io.rocmci.devices": ",".join(d.split(":")[1] for d in devices),
+    container_labels = {
+        labels.MANAGED: "true",
+        labels.ROLE: "validate",
+        labels.ENTRY: entry.id,
+        labels.GPU: entry.gpu,
+        labels.DEVICES: ",".join(d.split(":")[1] for d in devices),
     }
     return ContainerSpec(
         devices=devices,
         group_add=groups,
         shm_size=policy.shm_size,
         network_mode=policy.network,
-        labels=labels,
+        labels=container_labels,
         cap_add=cap_add,
         security_opt=security_opt,
         ulimits=ulimits,
