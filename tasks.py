@@ -208,6 +208,22 @@ def publish(c, gpu=None, entry=None, registry=None, reports="reports", sign=Fals
 @task(
     help={
         "gpu": GPU,
+        "entry": "one entry id",
+        "registry": "release repository (default: the matrix's repository)",
+        "reports": "results directory (holds builds/<build_id>.json from build --push and each entry's result)",
+        "sign": "sign each report as an in-toto attestation with cosign (keyless through the CI's OIDC without --key)",
+        "key": "with --sign: cosign key file or KMS reference",
+        "file": FILE,
+    }
+)
+def promote(c, gpu=None, entry=None, registry=None, reports="reports", sign=False, key=None, file=None):
+    """Promote validated staging digests to the release repository (blob mount, no engine); a pass moves the validated tags."""
+    _call(cli.promote, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports, sign=sign, key=key)
+
+
+@task(
+    help={
+        "gpu": GPU,
         "stack": "stack name from matrix.yaml: only images validated with it (default: the newest pass of any stack)",
         "torch": "torch version (prefix)",
         "aiter": "aiter version (prefix)",

@@ -21,7 +21,9 @@ import time
 import uuid
 from pathlib import Path
 
-from rocmci import attest, registry
+import rocmci.publish as publishing
+import rocmci.pull as pulling
+from rocmci import attest, oci
 from rocmci.engine import docker_client
 
 REGISTRY = os.environ.get("ROCMCI_TEST_REGISTRY", "127.0.0.1:5000")
@@ -60,7 +62,7 @@ def documents(digest: str, repository: str, day: int) -> tuple[dict, dict]:
     return record, statement
 
 
-def cleanup(engine, client: registry.RegistryClient, name: str, repository: str) -> None:
+def cleanup(engine, client: oci.RegistryClient, name: str, repository: str) -> None:
     """Delete what this benchmark pushed (images, reports, indexes, cosign's .att) and its local images."""
     for tag in client.list_tags(name):
         head = client.head_manifest(name, tag)
@@ -86,7 +88,7 @@ def main() -> int:
     args = parser.parse_args()
     engine = docker_client()
     repository = f"{REGISTRY}/rocmci-bench-attest-{uuid.uuid4().hex[:8]}"
-    client, name = registry.client_for(repository)
+    client, name = oci.client_for(repository)
     print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
     print(f"cosign: {attest.cosign_binary()} ({attest.COSIGN_PIN})")
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,24 +99,24 @@ def main() -> int:
         for i in range(args.images):
             tag = f"mi355x-bench-{i}"
             small_image(engine, f"{repository}:{tag}-local")
-            item = registry.PublishItem(tag, "mi355x", f"{repository}:{tag}-local", tag, Path(tmp) / tag)
+            item = publishing.PublishItem(tag, "mi355x", f"{repository}:{tag}-local", tag, Path(tmp) / tag)
 
             def documents_for(_item, digest, repo, day=i + 1):
                 return documents(digest, repo, day)
 
-            published = registry.publish_one(
+            published = publishing.publish_one(
                 item, repository, engine=engine, client=client, documents_for=documents_for, log=lambda _l: None, hooks=None
             )
             digest = published.reference.split("@")[1]
             started = time.perf_counter()
-            hooks.after_attach(published.reference, registry.as_documents(documents(digest, repository, i + 1)), lambda _l: None)
+            hooks.after_attach(published.reference, oci.as_documents(documents(digest, repository, i + 1)), lambda _l: None)
             sign_times.append(time.perf_counter() - started)
             print(f"[{i + 1}/{args.images}] {published.reference}: signed in {sign_times[-1]:.2f} s")
         identity = attest.Identity(key=str(Path(tmp) / "cosign.pub"))
-        plain = best_of(args.runs, lambda: registry.find_validated(repository, "mi355x", client=client))
+        plain = best_of(args.runs, lambda: pulling.find_validated(repository, "mi355x", client=client))
         verified = best_of(
             args.runs,
-            lambda: registry.find_validated(
+            lambda: pulling.find_validated(
                 repository, "mi355x", client=client, accept=attest.PullVerifier(repository, "mi355x", identity)
             ),
         )

@@ -33,7 +33,7 @@ from rocmci.errors import RocmciError
 
 if TYPE_CHECKING:
     from rocmci.history import RegressionGate
-    from rocmci.registry import RegistryClient, ReportDocuments
+    from rocmci.oci import RegistryClient, ReportDocuments
 
 PREDICATE_BASE = "https://rocmci.dev/attestations/compat/v1"
 COSIGN_MAJOR = "2"
@@ -164,7 +164,7 @@ class Identity:
 
 def _registry_env(reference: str, env: Mapping[str, str]) -> tuple[dict[str, str], tempfile.TemporaryDirectory | None]:
     """cosign reads the Docker config; rocmci's ROCMCI_REGISTRY_USER/PASSWORD go to it as a private, temporary one."""
-    from rocmci import registry as oci
+    from rocmci import oci
 
     out = dict(env)
     user, password = env.get(oci.USER_ENV), env.get(oci.PASSWORD_ENV)
@@ -261,7 +261,7 @@ def verify(reference: str, ptype: str, identity: Identity) -> list[Attestation]:
 class PullVerifier:
     """`pull --verify`: a candidate counts only if its passing report for the GPU is signed by the trusted identity.
 
-    Called by registry.find_validated per candidate report; returns why a candidate is refused (None: accepted)."""
+    Called by rocmci.pull.find_validated per candidate report; returns why a candidate is refused (None: accepted)."""
 
     def __init__(self, repository: str, gpu: str, identity: Identity):
         self.repository = repository
@@ -297,7 +297,7 @@ class PullVerifier:
 
     def stored(self, digest: str, ptype: str) -> int:
         """How many attestations of `ptype` cosign 2.x stores for `digest` (DSSE layers of its `sha256-<hex>.att` image)."""
-        from rocmci import registry as oci
+        from rocmci import oci
 
         client, name = oci.client_for(self.repository)
         tag = oci.fallback_tag(digest) + ".att"
@@ -329,7 +329,7 @@ def admission_policy(gpu: str, template: Path = POLICY_TEMPLATE) -> str:
 
 @dataclass(frozen=True)
 class PublishHooks:
-    """What registry.publish_one calls: the regression gate before the report is attached, signing after."""
+    """What rocmci.publish.attach_and_move calls: the regression gate before the report is attached, signing after."""
 
     signer: Signer | None = None
     gate: RegressionGate | None = None

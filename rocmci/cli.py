@@ -54,7 +54,7 @@ def repository_for(plan: Plan, registry: str | None) -> str:
         return plan.repository
     if not registry.strip():
         raise RocmciError("--registry: empty; give a host or repository, or leave the option out for the matrix's repository")
-    from rocmci.registry import refuse_credentials
+    from rocmci.oci import refuse_credentials
 
     refuse_credentials(registry)
     return registry if "/" in registry else f"{registry}/{plan.repository.rsplit('/', 1)[-1]}"
@@ -284,13 +284,34 @@ def publish(
     sign: bool = False,
     key: str | None = None,
 ) -> None:
-    from rocmci import registry as oci
+    from rocmci import publish as publishing
 
     plan, entries = _for_gpu(file, gpu, entry)
     hooks = _publish_hooks(plan, sign, key)
-    items = oci.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
-    results = oci.publish(items, repository_for(plan, registry), hooks=hooks)
-    _record_digests(Path(reports_dir), results)
+    items = publishing.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
+    _published_summary(publishing.publish(items, repository_for(plan, registry), hooks=hooks))
+
+
+@reports_errors
+def promote(
+    file: str | None,
+    gpu: str | None,
+    entry: str | None,
+    registry: str | None,
+    reports_dir: str,
+    sign: bool = False,
+    key: str | None = None,
+) -> None:
+    """Staging digest (from the build record) -> release repository by blob mount; no engine, no layer bytes."""
+    from rocmci.publish.promote import promote as promoting
+    from rocmci.publish.promote import promotion_items
+
+    plan, entries = _for_gpu(file, gpu, entry)
+    hooks = _publish_hooks(plan, sign, key)
+    _published_summary(promoting(promotion_items(entries, Path(reports_dir)), repository_for(plan, registry), hooks=hooks))
+
+
+def _published_summary(results: list) -> None:
     rows = [(r.entry_id, r.status, r.verdict or "-", _moved(r), r.reference or r.reason) for r in results]
     print("\n" + table(("entry", "status", "verdict", "validated tags moved", "reference"), rows))
     for r in results:
@@ -314,12 +335,6 @@ def _publish_hooks(plan: Plan, sign: bool, key: str | None):
     return PublishHooks(signer=Signer(key) if sign else None, gate=RegressionGate.from_plan(plan))
 
 
-def _record_digests(reports: Path, results: list) -> None:
-    for result in results:
-        if result.status == "published" and result.reference:
-            validating.record_published_digest(reports / result.entry_id, result.reference.rsplit("@", 1)[1])
-
-
 @reports_errors
 def pull(
     file: str | None,
@@ -334,7 +349,7 @@ def pull(
     identity: str | None = None,
     issuer: str | None = None,
 ) -> None:
-    from rocmci.lock import pull_and_lock
+    from rocmci.pull import pull_and_lock
 
     plan, _entries = _for_gpu(file, gpu, None)
     if stack is not None and stack not in plan.matrix.stacks:
@@ -414,7 +429,7 @@ def pipeline(
     publish_images: bool,
 ) -> None:
     """The main job: build -> validate -> report -> publish, per entry, ending with one summary table."""
-    from rocmci import registry as oci
+    from rocmci import publish as publishing
     from rocmci import report as compat
 
     plan, entries = _for_gpu(file, gpu, entry)
@@ -436,14 +451,14 @@ def pipeline(
     judged = {r.id: r for r in paths.report.entries}
     published = {}
     if publish_images and runnable:
-        items = oci.publish_items(runnable, reports, local_repository=plan.repository)
+        items = publishing.publish_items(runnable, reports, local_repository=plan.repository)
         hooks = _publish_hooks(plan, sign=False, key=None)  # the regression gate (issue 14)
         published = {
-            r.entry_id: r for r in oci.publish(items, repository, log=lambda line: progress.line("publish", line), hooks=hooks)
+            r.entry_id: r
+            for r in publishing.publish(items, repository, log=lambda line: progress.line("publish", line), hooks=hooks)
         }
-        _record_digests(reports, list(published.values()))
         _write_history(repository, gpu, reports, lambda line: progress.line("history", line))
-        paths = compat.write_all(reports, [e.summary() for e in entries])  # again, now with the pushed digests
+        paths = compat.write_all(reports, [e.summary() for e in entries])  # again, now with publish.json
     compat.append_step_summary(paths.compat_md.read_text())
     rows = []
     for e in entries:

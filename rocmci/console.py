@@ -32,8 +32,8 @@ def repository_from(option: str | None, env: dict[str, str] | os._Environ[str] =
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from rocmci import lock
     from rocmci.plan import KNOWN_GPU_GFX
+    from rocmci.pull import lock
 
     repository = repository_from(args.registry)
     lock_file = Path(args.lock) if args.lock else None
@@ -49,7 +49,7 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _verify_lock(args: argparse.Namespace) -> int:
-    from rocmci import lock
+    from rocmci.pull import lock
 
     locked = lock.read_lock(Path(args.lock_file))
     repository = repository_from(args.registry) if args.registry else None

@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from rocmci.errors import RocmciError
 
 if TYPE_CHECKING:
+    from rocmci.oci import AttachedReport, RegistryClient, ReportDocuments
     from rocmci.plan import Plan
-    from rocmci.registry import AttachedReport, RegistryClient, ReportDocuments
 
 HISTORY_SCHEMA = "rocmci.history/v1"
 Log = Callable[[str], None]
@@ -94,7 +94,7 @@ def reports_on(client: RegistryClient, name: str, digest: str) -> tuple[list[Att
     """Every rocmci report referring to `digest`, told apart from other referrers by its manifest's artifactType, never
     by the index entry: cosign 3.x keeps its attestations in the same `sha256-<hex>` index, under entries that say
     `application/vnd.oci.empty.v1+json`, and another writer may leave an entry's artifactType out."""
-    from rocmci import registry as oci
+    from rocmci import oci
 
     reports: list[AttachedReport] = []
     skipped: list[str] = []
@@ -113,7 +113,7 @@ def reports_on(client: RegistryClient, name: str, digest: str) -> tuple[list[Att
 
 def collect(repository: str, gpu: str, *, client: RegistryClient | None = None, log: Log | None = None) -> History:
     """Every verified report on `gpu` attached to the repository's images, oldest first."""
-    from rocmci import registry as oci
+    from rocmci import oci
 
     client, name = (client, oci.split_repository(repository)[1]) if client else oci.client_for(repository)
     rows: list[HistoryRow] = []
@@ -209,7 +209,7 @@ _METRICS = (
 
 def _plot(history: History, metric: _Metric) -> str:
     """One figure per pin over report time (x: report time, labelled with the first and last dates)."""
-    from rocmci import registry as oci
+    from rocmci import oci
     from rocmci import report as html
 
     points = [(row, getattr(row, metric.field) * metric.scale) for row in history.rows if getattr(row, metric.field) is not None]
@@ -325,12 +325,13 @@ class RegressionGate:
     ) -> tuple[ReportDocuments, str | None]:
         """Compare a passing candidate with the image `<gpu>-<stack>-validated` (`<gpu>-validated` for a record without a
         stack) points at now; the record gains `regression`."""
-        from rocmci import registry as oci
+        from rocmci import oci
+        from rocmci.plan import validated_tag_for
 
         if docs.verdict != "pass" or docs.entry.get("gpu") != gpu:
             return docs, None
         stack = docs.entry.get("stack") or None  # the baseline is this stack's validated image, never another stack's
-        current = client.head_manifest(name, oci.validated_tag(gpu, stack))
+        current = client.head_manifest(name, validated_tag_for(gpu, stack))
         if current is None or current.digest == digest:
             return docs, None
         theirs = oci.newest_passing_report(client, name, current.digest, gpu, stack=stack)

@@ -23,7 +23,9 @@ import test_registry
 import yaml
 from test_registry import AUTH_PASSWORD, AUTH_USER, build_image, cleanup_repository, remove_local_images
 
-from rocmci import attest, history, registry
+import rocmci.publish as publishing
+import rocmci.pull as pulling
+from rocmci import attest, history, oci
 from rocmci.attest import AttestError, Identity, PublishHooks, Signer
 from rocmci.plan import load_plan
 from rocmci.report import write_all
@@ -122,15 +124,15 @@ def publish(
     tag: str,
     hooks: PublishHooks | None,
     **fields: Any,
-) -> registry.PublishResult:
-    """Build a small image, push it by digest with a test-written report, through registry.publish."""
+) -> publishing.PublishResult:
+    """Build a small image, push it by digest with a test-written report, through publishing.publish."""
     ref = f"{repository}:{tag}-local"
     build_image(engine, ref, f"{tag} {uuid.uuid4()}")
     gpu = fields.get("gpu", "mi355x")
     stack = fields.get("stack")
-    item = registry.PublishItem(entry_id=tag, gpu=gpu, local_ref=ref, tag=tag, entry_dir=tmp_path / tag, stack=stack)
-    client, _ = registry.client_for(repository)
-    (result,) = registry.publish(
+    item = publishing.PublishItem(entry_id=tag, gpu=gpu, local_ref=ref, tag=tag, entry_dir=tmp_path / tag, stack=stack)
+    client, _ = oci.client_for(repository)
+    (result,) = publishing.publish(
         [item],
         repository,
         engine=engine,
@@ -214,9 +216,9 @@ def test_workflow_grants_id_token_only_to_publish() -> None:
 # ---------------------------------------------------------------- signing and verified pulls
 
 
-def _att_layers(repository: str, digest: str) -> tuple[registry.RegistryClient, str, registry.Manifest]:
-    client, name = registry.client_for(repository)
-    return client, name, client.get_manifest(name, registry.fallback_tag(digest) + ".att")
+def _att_layers(repository: str, digest: str) -> tuple[oci.RegistryClient, str, oci.Manifest]:
+    client, name = oci.client_for(repository)
+    return client, name, client.get_manifest(name, oci.fallback_tag(digest) + ".att")
 
 
 def test_signed_publish_verifies_and_pull_verify_takes_it(engine, repository, keys, cosign, tmp_path) -> None:
@@ -246,14 +248,14 @@ def _tamper_one_byte(repository: str, digest: str) -> None:
     client, name, att = _att_layers(repository, digest)
     manifest = att.json
     layer = manifest["layers"][0]
-    envelope = json.loads(client.get_blob(name, registry.Descriptor.from_json(layer)))
+    envelope = json.loads(client.get_blob(name, oci.Descriptor.from_json(layer)))
     payload = base64.b64decode(envelope["payload"])
     assert payload.count(b'"graph_us":10') == 1
     envelope["payload"] = base64.b64encode(payload.replace(b'"graph_us":10', b'"graph_us":19')).decode()
     blob = json.dumps(envelope, separators=(",", ":")).encode()
     uploaded = client.upload_blob(name, blob, layer["mediaType"])
     manifest["layers"][0] = {**layer, "digest": uploaded.digest, "size": uploaded.size}
-    client.put_manifest(name, registry.fallback_tag(digest) + ".att", json.dumps(manifest).encode(), att.media_type)
+    client.put_manifest(name, oci.fallback_tag(digest) + ".att", json.dumps(manifest).encode(), att.media_type)
 
 
 @pytest.mark.parametrize("case", ["unsigned", "other key", "one byte changed"])
@@ -292,11 +294,11 @@ def test_pull_verify_refuses_a_report_that_is_not_the_signed_one(engine, reposit
     """A signed pass exists, but the attached report rocmci would act on says something else: refused."""
     signed = publish(engine, repository, tmp_path, "mi355x-swapped", PublishHooks(Signer(str(keys.private))))
     digest = signed.reference.split("@")[1]
-    client, name = registry.client_for(repository)
+    client, name = oci.client_for(repository)
     newer = record(digest, repository, when="2026-11-02T00:00:00Z", graph_us=9.0)
-    registry.attach_report(repository, client.head_manifest(name, digest), newer, client=client)
+    oci.attach_report(repository, client.head_manifest(name, digest), newer, client=client)
     verifier = attest.PullVerifier(repository, "mi355x", Identity(key=str(keys.public)))
-    found, notes = registry.find_validated(repository, "mi355x", client=client, accept=verifier)
+    found, notes = pulling.find_validated(repository, "mi355x", client=client, accept=verifier)
     assert found.report_time == "2026-11-01T00:00:00Z"  # the signed one, not the newer unsigned one
     assert any("none of them is this passing report" in note for note in notes), notes
 
@@ -310,17 +312,17 @@ def test_sign_and_verify_with_registry_credentials_from_the_environment(
     monkeypatch,
 ) -> None:
     """cosign gets ROCMCI_REGISTRY_USER/PASSWORD through a private, temporary Docker config (htpasswd registry)."""
-    monkeypatch.setenv(registry.USER_ENV, AUTH_USER)
-    monkeypatch.setenv(registry.PASSWORD_ENV, AUTH_PASSWORD)
+    monkeypatch.setenv(oci.USER_ENV, AUTH_USER)
+    monkeypatch.setenv(oci.PASSWORD_ENV, AUTH_PASSWORD)
     repository = f"{auth_registry}/rocmci-attest-{uuid.uuid4().hex[:8]}"
     try:
         result = publish(engine, repository, tmp_path, "mi355x-auth", PublishHooks(Signer(str(keys.private))))
         assert result.status == "published" and result.attestation, result
         verifier = attest.PullVerifier(repository, "mi355x", Identity(key=str(keys.public)))
-        found, _ = registry.find_validated(repository, "mi355x", accept=verifier)
+        found, _ = pulling.find_validated(repository, "mi355x", accept=verifier)
         assert verifier.lock_entry(found.digest)["predicateType"] == result.attestation
         assert not list(no_docker_config.iterdir())  # the user's Docker config was never written
-        monkeypatch.setenv(registry.PASSWORD_ENV, "wrong-password")
+        monkeypatch.setenv(oci.PASSWORD_ENV, "wrong-password")
         with pytest.raises(AttestError, match=r"UNAUTHORIZED|401|unauthorized"):
             attest.verify(result.reference, result.attestation, Identity(key=str(keys.public)))
     finally:
@@ -336,10 +338,10 @@ def test_admission_policy_admits_pass_despite_signed_failures_and_rejects_fail(
     hooks = PublishHooks(Signer(str(keys.private)))
     older_fail = publish(engine, repository, tmp_path, "mi355x-admit", hooks, verdict="fail", when="2026-10-01T00:00:00Z")
     digest = older_fail.reference.split("@")[1]
-    client, name = registry.client_for(repository)
+    client, name = oci.client_for(repository)
     subject = client.head_manifest(name, digest)
     for documents in (record(digest, repository, gpu="mi300x", verdict="fail"), record(digest, repository)):
-        registry.attach_report(repository, subject, documents, client=client)
+        oci.attach_report(repository, subject, documents, client=client)
         attest.sign_report(older_fail.reference, documents[0], hooks.signer, log=lambda _line: None)
     failing = publish(engine, repository, tmp_path, "mi355x-reject", hooks, verdict="fail")
 
@@ -414,9 +416,9 @@ def test_regression_gate_and_history(engine, repository, tmp_path) -> None:
     assert slower.status == "published" and not slower.moved
     assert "regression: k_norm latency +10.0%; bandwidth -9.1%" in slower.reason
     assert "candidate 11.00 us, 45.5% of peak vs validated 10.00 us, 50.0% of peak, threshold 5.0%" in slower.reason
-    client, name = registry.client_for(repository)
+    client, name = oci.client_for(repository)
     assert client.head_manifest(name, "mi355x-validated").digest == first.reference.split("@")[1]
-    attached = registry.newest_passing_report(client, name, slower.reference.split("@")[1], "mi355x")
+    attached = oci.newest_passing_report(client, name, slower.reference.split("@")[1], "mi355x")
     assert attached.documents.record["regression"]["threshold_pct"] == 5.0
     assert attached.documents.record["regression"]["latency_change_pct"] == 10.0
     within = publish(
@@ -457,7 +459,7 @@ def test_regression_gate_compares_within_one_stack(engine, repository, tmp_path)
     worse = dict(other, when="2026-11-03T00:00:00Z", graph_us=21.5, bandwidth_frac=0.2326)
     gated = publish(engine, repository, tmp_path, "b-worse", hooks, stack="torch2.12", **worse)
     assert not gated.moved and "k_norm latency +7.5%" in gated.reason and "validated 20.00 us" in gated.reason
-    client, name = registry.client_for(repository)
+    client, name = oci.client_for(repository)
     on = {tag: client.head_manifest(name, tag).digest for tag in ("mi355x-torch2.13-validated", "mi355x-torch2.12-validated")}
     assert on == {
         "mi355x-torch2.13-validated": fast.reference.split("@")[1],
@@ -510,23 +512,21 @@ def test_cosign_3_is_refused_and_its_attestations_never_pass_for_reports(
     )
     assert signed.returncode == 0, signed.stderr
 
-    client, name = registry.client_for(repository)
+    client, name = oci.client_for(repository)
     index = client.fallback_index(name, digest)
-    assert sorted(str(d.artifact_type) for d in index) == sorted([registry.EMPTY_MEDIA_TYPE, registry.REPORT_ARTIFACT_TYPE])
-    bundle = next(d for d in index if d.artifact_type == registry.EMPTY_MEDIA_TYPE)
+    assert sorted(str(d.artifact_type) for d in index) == sorted([oci.EMPTY_MEDIA_TYPE, oci.REPORT_ARTIFACT_TYPE])
+    bundle = next(d for d in index if d.artifact_type == oci.EMPTY_MEDIA_TYPE)
     assert client.get_manifest(name, bundle.digest).json["artifactType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
 
     reports, skipped = history.reports_on(client, name, digest)
     assert [r.artifact.digest for r in reports] == [result.report_digest] and not skipped
     # Entries that lie about what they point at change nothing: the manifest decides.
     swapped = [
-        registry.Descriptor(
-            d.media_type, d.digest, d.size, None if d.digest == result.report_digest else registry.REPORT_ARTIFACT_TYPE
-        )
+        oci.Descriptor(d.media_type, d.digest, d.size, None if d.digest == result.report_digest else oci.REPORT_ARTIFACT_TYPE)
         for d in index
     ]
-    body = json.dumps({"schemaVersion": 2, "mediaType": registry.OCI_INDEX, "manifests": [d.to_json() for d in swapped]})
-    client.put_manifest(name, registry.fallback_tag(digest), body.encode(), registry.OCI_INDEX)
+    body = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [d.to_json() for d in swapped]})
+    client.put_manifest(name, oci.fallback_tag(digest), body.encode(), oci.OCI_INDEX)
     reports, skipped = history.reports_on(client, name, digest)
     assert [r.artifact.digest for r in reports] == [result.report_digest] and not skipped
     assert [row.report_digest for row in history.collect(repository, "mi355x").rows] == [result.report_digest]
@@ -600,5 +600,5 @@ def test_cli_publish_sign_gate_and_verified_pull(engine, repository, keys, cosig
     locked = json.loads(lock.read_text())
     # The newest signed pass is the slower one (it passed its gates); the tag stayed on the first.
     assert locked["attestation"]["predicateType"] == attest.predicate_type("mi355x", "pass")
-    client, name = registry.client_for(repository)
+    client, name = oci.client_for(repository)
     assert client.head_manifest(name, "mi355x-validated").digest in published.stdout

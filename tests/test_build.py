@@ -22,8 +22,8 @@ from rocmci.build import (
     cached_steps_below_aiter,
     file_server,
 )
+from rocmci.oci import RegistryClient, tag_exists
 from rocmci.plan import load_plan
-from rocmci.registry import RegistryClient, tag_exists
 from tests.conftest import ROOT, BuiltImages, FixtureWheels, _fixture_wheel, _unavailable, write_fixture_matrix
 
 BAD_TORCH_STACK = """\

@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from rocmci.registry import REPORT_ARTIFACT_TYPE, client_for, fallback_tag, validated_tag
+from rocmci.oci import REPORT_ARTIFACT_TYPE, client_for, fallback_tag
+from rocmci.plan import validated_tag_for as validated_tag
 from tests.conftest import ROOT, write_fixture_matrix
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.slow]

@@ -16,9 +16,10 @@ import docker
 import pytest
 from test_registry import cleanup_repository, push_with_report, remove_local_images, unique_repository
 
-from rocmci import lock
-from rocmci import registry as oci
+import rocmci.pull as pulling
+from rocmci import oci
 from rocmci.console import REGISTRY_ENV, UsageError, repository_from
+from rocmci.pull import lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.registry, pytest.mark.docker]
@@ -106,7 +107,7 @@ def test_installed_pull_works_anywhere_and_verify_lock_notices_a_deleted_report(
 
 def test_verify_lock_checks_image_and_verdict_scope(published: tuple[str, oci.RegistryClient, str], tmp_path: Path) -> None:
     repository, client, digest = published
-    result, _ = oci.find_validated(repository, "local", client=client)
+    result, _ = pulling.find_validated(repository, "local", client=client)
     locked = lock.lock_for(result, client)
     assert locked.report.scope == "cpu-only"
     assert all(check.ok for check in lock.verify_lock(locked, client=client))

@@ -24,9 +24,11 @@ import docker
 import pytest
 import requests
 
-from rocmci import registry as reg
+import rocmci.publish as publishing
+import rocmci.pull as pulling
+from rocmci import oci
 from rocmci.errors import RegistryError, RocmciError
-from rocmci.lock import LockError, pull_and_lock
+from rocmci.pull.lock import LockError, pull_and_lock
 from tests.conftest import ROOT
 from tests.test_registry import (
     build_image,
@@ -48,20 +50,20 @@ def repo(engine: docker.DockerClient, registry: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(registry: str) -> reg.RegistryClient:
-    return reg.RegistryClient(registry)
+def client(registry: str) -> oci.RegistryClient:
+    return oci.RegistryClient(registry)
 
 
 def _now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def validated_documents(image_id: str, **doc: Any) -> reg.DocumentsFor:
+def validated_documents(image_id: str, **doc: Any) -> publishing.DocumentsFor:
     """Passing documents that name the image id validation ran on, as report.entry_documents writes them; the
     report time is the publisher's (the optional argument also lets these run against a publisher without one)."""
 
     def documents_for(
-        item: reg.PublishItem, digest: str, _repository: str, report_time: str | None = None
+        item: publishing.PublishItem, digest: str, _repository: str, report_time: str | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         record, statement = documents(digest, gpu=item.gpu, entry_id=item.entry_id, when=report_time or _now_text(), **doc)
         record["image"]["id"] = image_id
@@ -70,12 +72,14 @@ def validated_documents(image_id: str, **doc: Any) -> reg.DocumentsFor:
     return documents_for
 
 
-def item_of(repository: str, tag: str, image_id: str, tmp_path: Path) -> reg.PublishItem:
-    return reg.PublishItem(f"local-{tag}", "local", f"{repository}:{tag}", tag, tmp_path / tag, validated_image_id=image_id)
+def item_of(repository: str, tag: str, image_id: str, tmp_path: Path) -> publishing.PublishItem:
+    return publishing.PublishItem(
+        f"local-{tag}", "local", f"{repository}:{tag}", tag, tmp_path / tag, validated_image_id=image_id
+    )
 
 
-def config_of(client: reg.RegistryClient, repository: str, digest: str) -> str | None:
-    return reg.config_digest(client.get_manifest(name_of(repository), digest))
+def config_of(client: oci.RegistryClient, repository: str, digest: str) -> str | None:
+    return oci.config_digest(client.get_manifest(name_of(repository), digest))
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -98,7 +102,7 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 @pytest.mark.registry
 @pytest.mark.docker
 def test_retag_during_the_push_never_validates_the_other_image(
-    engine: docker.DockerClient, repo: str, client: reg.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     name, tag = name_of(repo), "local-cpu-race-0123456789ab"
     good_id = build_image(engine, f"{repo}:{tag}", f"validated {uuid.uuid4().hex}\n")
@@ -112,7 +116,7 @@ def test_retag_during_the_push_never_validates_the_other_image(
             engine.api.tag(bad_id, repo, tag)
 
     item = item_of(repo, tag, good_id, tmp_path)
-    (result,) = reg.publish(
+    (result,) = publishing.publish(
         [item], repo, documents_for=validated_documents(good_id), engine=engine, client=client, log=log_and_race
     )
     assert result.status == "error" and not result.moved and result.report_digest is None, result
@@ -122,14 +126,14 @@ def test_retag_during_the_push_never_validates_the_other_image(
     assert landed is not None and config_of(client, repo, landed.digest) == bad_id  # the racer's name was pushed
     assert client.referrers(name, landed.digest) == []  # and nothing claims it passed
     with pytest.raises(RegistryError, match=r"no image of .* passed on local"):
-        reg.pull(repo, "local", engine=engine, client=client, log=lines.append)
+        pulling.pull(repo, "local", engine=engine, client=client, log=lines.append)
     assert "no image of " in one_line_error(invoke("pull", "--gpu", "local", "--registry", repo))
 
 
 @pytest.mark.registry
 @pytest.mark.docker
 def test_a_retagger_racing_many_publishes_never_gets_its_image_validated(
-    engine: docker.DockerClient, repo: str, registry: str, client: reg.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, registry: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     name = name_of(repo)
     bad_id = build_image(engine, f"{repo}:failed-build", f"failed validation {uuid.uuid4().hex}\n")
@@ -153,7 +157,7 @@ def test_a_retagger_racing_many_publishes_never_gets_its_image_validated(
         thread = threading.Thread(target=retag, daemon=True)
         thread.start()
         try:
-            (result,) = reg.publish(
+            (result,) = publishing.publish(
                 [item_of(repo, tag, good_id, tmp_path)],
                 repo,
                 documents_for=validated_documents(good_id),
@@ -176,14 +180,14 @@ def test_a_retagger_racing_many_publishes_never_gets_its_image_validated(
         assert validated is None or config_of(client, repo, validated.digest) in good_ids, outcomes
     print(f"publishes racing a re-tagger: {outcomes}")
     if "published" in outcomes:
-        found, _notes = reg.find_validated(repo, "local", client=reg.RegistryClient(registry))
+        found, _notes = pulling.find_validated(repo, "local", client=oci.RegistryClient(registry))
         assert config_of(client, repo, found.digest) in good_ids
 
 
 @pytest.mark.registry
 @pytest.mark.docker
 def test_pull_rejects_a_pass_attached_to_another_image_than_it_validated(
-    engine: docker.DockerClient, repo: str, client: reg.RegistryClient
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient
 ) -> None:
     name = name_of(repo)
     good_id = build_image(engine, f"{repo}:local-good", f"validated {uuid.uuid4().hex}\n")
@@ -194,13 +198,13 @@ def test_pull_rejects_a_pass_attached_to_another_image_than_it_validated(
     record["image"]["id"] = good_id
     subject = client.head_manifest(name, wrong)
     assert subject is not None
-    reg.attach_report(repo, subject, (record, statement), client=client)
+    oci.attach_report(repo, subject, (record, statement), client=client)
     manifest = client.get_manifest(name, wrong)
     client.put_manifest(name, "local-validated", manifest.body, manifest.media_type)
     remove_local_images(engine, repo)
     lines: list[str] = []
     with pytest.raises(RegistryError, match=f"it validated image {good_id[:19]}, and {wrong[:19]} is not that image"):
-        reg.pull(repo, "local", engine=engine, client=client, log=lines.append)
+        pulling.pull(repo, "local", engine=engine, client=client, log=lines.append)
     with pytest.raises(docker.errors.ImageNotFound):
         engine.images.get(f"{repo}@{wrong}")
 
@@ -208,24 +212,24 @@ def test_pull_rejects_a_pass_attached_to_another_image_than_it_validated(
 @pytest.mark.registry
 @pytest.mark.docker
 def test_which_image_a_manifest_is_in_either_image_store(
-    engine: docker.DockerClient, repo: str, client: reg.RegistryClient
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient
 ) -> None:
     image_id = build_image(engine, f"{repo}:local-store", f"store {uuid.uuid4().hex}\n")
     digest = push_image(engine, repo, "local-store")
     manifest = client.get_manifest(name_of(repo), digest)
-    store = reg.image_store(engine.info())
+    store = oci.image_store(engine.info())
     # This engine's own idea of the image id matches the pushed manifest, whichever store it runs.
-    assert reg.image_mismatch(manifest, engine.images.get(f"{repo}:local-store").id, store) is None
+    assert oci.image_mismatch(manifest, engine.images.get(f"{repo}:local-store").id, store) is None
     # Both rules on the same real manifest: classic = config digest, containerd = manifest digest.
-    assert reg.image_mismatch(manifest, image_id if store == "classic" else digest, store) is None
-    assert reg.image_mismatch(manifest, reg.config_digest(manifest) or "", "classic") is None
-    assert reg.image_mismatch(manifest, digest, "containerd") is None
-    assert reg.image_mismatch(manifest, digest, "classic")  # a manifest digest is not a config digest
-    assert reg.image_mismatch(manifest, reg.config_digest(manifest) or "", "containerd")
+    assert oci.image_mismatch(manifest, image_id if store == "classic" else digest, store) is None
+    assert oci.image_mismatch(manifest, oci.config_digest(manifest) or "", "classic") is None
+    assert oci.image_mismatch(manifest, digest, "containerd") is None
+    assert oci.image_mismatch(manifest, digest, "classic")  # a manifest digest is not a config digest
+    assert oci.image_mismatch(manifest, oci.config_digest(manifest) or "", "containerd")
     # `docker info` of an engine with the containerd image store (moby#46757), and of a classic one.
     containerd_info = {"Driver": "overlayfs", "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}
-    assert reg.image_store(containerd_info) == "containerd"
-    assert reg.image_store({"Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]]}) == "classic"
+    assert oci.image_store(containerd_info) == "containerd"
+    assert oci.image_store({"Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]]}) == "classic"
 
 
 # ---------------------------------------------------------------- issue 16 item 3: a content tag never moves
@@ -234,20 +238,20 @@ def test_which_image_a_manifest_is_in_either_image_store(
 @pytest.mark.registry
 @pytest.mark.docker
 def test_a_content_tag_in_the_registry_is_never_re_pointed(
-    engine: docker.DockerClient, repo: str, client: reg.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     name, tag = name_of(repo), "local-cpu-torch2.13.0-content-0123456789ab"
     first_id = build_image(engine, f"{repo}:{tag}", f"first build {uuid.uuid4().hex}\n")
     item = item_of(repo, tag, first_id, tmp_path)
     lines: list[str] = []
-    (first,) = reg.publish(
+    (first,) = publishing.publish(
         [item], repo, documents_for=validated_documents(first_id), engine=engine, client=client, log=lines.append
     )
     assert first.status == "published" and first.moved, first
     digest = (first.reference or "").split("@")[1]
 
     # Publishing the same image again pushes nothing: the tag already names it.
-    (again,) = reg.publish(
+    (again,) = publishing.publish(
         [item], repo, documents_for=validated_documents(first_id), engine=engine, client=client, log=lines.append
     )
     assert again.status == "published" and again.reference == first.reference, again
@@ -257,7 +261,7 @@ def test_a_content_tag_in_the_registry_is_never_re_pointed(
     second_id = build_image(engine, f"{repo}:{tag}", f"second build {uuid.uuid4().hex}\n")
     assert second_id != first_id
     rebuilt = replace(item, validated_image_id=second_id)
-    (refused,) = reg.publish(
+    (refused,) = publishing.publish(
         [rebuilt], repo, documents_for=validated_documents(second_id), engine=engine, client=client, log=lines.append
     )
     assert refused.status == "error" and "a content tag never moves" in refused.reason, refused
@@ -273,14 +277,14 @@ def test_a_content_tag_in_the_registry_is_never_re_pointed(
 @pytest.mark.registry
 @pytest.mark.docker
 def test_inconsistent_evidence_is_refused_before_anything_is_pushed(
-    engine: docker.DockerClient, repo: str, client: reg.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     name = name_of(repo)
     ids = {tag: build_image(engine, f"{repo}:{tag}", f"{tag} {uuid.uuid4().hex}\n") for tag in ("local-a", "local-b", "local-c")}
     good = validated_documents(ids["local-c"])
 
     def documents_for(
-        item: reg.PublishItem, digest: str, repository: str, report_time: str | None = None
+        item: publishing.PublishItem, digest: str, repository: str, report_time: str | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         if item.tag == "local-a":  # documents that describe another image
             return documents(digest, entry_id=item.entry_id, names="sha256:" + "0" * 64)
@@ -289,7 +293,7 @@ def test_inconsistent_evidence_is_refused_before_anything_is_pushed(
         return good(item, digest, repository, report_time)
 
     items = [item_of(repo, tag, image_id, tmp_path) for tag, image_id in ids.items()]
-    results = reg.publish(items, repo, documents_for=documents_for, engine=engine, client=client, log=lambda _line: None)
+    results = publishing.publish(items, repo, documents_for=documents_for, engine=engine, client=client, log=lambda _line: None)
     assert [r.status for r in results] == ["error", "error", "published"], results
     assert "inconsistent, nothing pushed" in results[0].reason and "record names image sha256:000" in results[0].reason
     assert "smoke.json: unreadable" in results[1].reason
@@ -303,7 +307,7 @@ def test_inconsistent_evidence_is_refused_before_anything_is_pushed(
 @pytest.mark.registry
 @pytest.mark.docker
 def test_a_report_from_the_future_never_pins_the_validated_tag(
-    engine: docker.DockerClient, repo: str, registry: str, client: reg.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, registry: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     name = name_of(repo)
     # What a runner with its clock in 2099 left behind: a passing report claiming 2099, and the validated tag on it.
@@ -314,7 +318,7 @@ def test_a_report_from_the_future_never_pins_the_validated_tag(
     published = []
     for honest in ("local-honest-1", "local-honest-2"):
         image_id = build_image(engine, f"{repo}:{honest}", f"{honest} {uuid.uuid4().hex}\n")
-        (result,) = reg.publish(
+        (result,) = publishing.publish(
             [item_of(repo, honest, image_id, tmp_path)],
             repo,
             documents_for=validated_documents(image_id),
@@ -327,47 +331,49 @@ def test_a_report_from_the_future_never_pins_the_validated_tag(
         assert head is not None and head.digest == (result.reference or "").split("@")[1]
         published.append(result)
 
-    found, notes = reg.find_validated(repo, "local", client=client)
+    found, notes = pulling.find_validated(repo, "local", client=client)
     assert found.reference == published[-1].reference
     assert any(n.startswith("local-2099@") and "2099-01-01T00:00:00.000000Z is ahead of the registry's clock" in n for n in notes)
     # The publisher's time: sub-second resolution, within the tolerance of the registry's Date.
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", found.report_time), found.report_time
     registry_date = parsedate_to_datetime(requests.get(f"http://{registry}/v2/", timeout=10).headers["Date"])
-    assert abs(reg.parse_time(found.report_time) - registry_date) < reg.CLOCK_TOLERANCE
+    assert abs(oci.parse_time(found.report_time) - registry_date) < oci.CLOCK_TOLERANCE
 
 
 @pytest.mark.registry
 @pytest.mark.docker
 def test_a_publisher_whose_clock_is_off_pushes_nothing(
-    engine: docker.DockerClient, repo: str, client: reg.RegistryClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = name_of(repo)
     image_id = build_image(engine, f"{repo}:local-clock", f"clock {uuid.uuid4().hex}\n")
     item = item_of(repo, "local-clock", image_id, tmp_path)
-    monkeypatch.setattr(reg, "_utc_now", lambda: datetime(2099, 1, 1, tzinfo=UTC))
-    (refused,) = reg.publish([item], repo, documents_for=validated_documents(image_id), engine=engine, client=client, log=print)
+    monkeypatch.setattr(publishing.attach, "_utc_now", lambda: datetime(2099, 1, 1, tzinfo=UTC))
+    (refused,) = publishing.publish(
+        [item], repo, documents_for=validated_documents(image_id), engine=engine, client=client, log=print
+    )
     assert refused.status == "error" and "this runner's clock (2099-01-01T00:00:00.000000Z)" in refused.reason, refused
     assert "more than the 300 s allowed: fix the clock" in refused.reason
     assert not client.tag_exists(name, "local-clock")
 
     # Within the tolerance (two minutes ahead) it publishes, and its report still counts.
-    monkeypatch.setattr(reg, "_utc_now", lambda: datetime.now(UTC) + timedelta(minutes=2))
-    (ok,) = reg.publish([item], repo, documents_for=validated_documents(image_id), engine=engine, client=client, log=print)
+    monkeypatch.setattr(publishing.attach, "_utc_now", lambda: datetime.now(UTC) + timedelta(minutes=2))
+    (ok,) = publishing.publish([item], repo, documents_for=validated_documents(image_id), engine=engine, client=client, log=print)
     assert ok.status == "published" and ok.moved, ok
 
 
 @pytest.mark.registry
 @pytest.mark.docker
-def test_equal_report_times_break_ties_by_digest(engine: docker.DockerClient, repo: str, client: reg.RegistryClient) -> None:
+def test_equal_report_times_break_ties_by_digest(engine: docker.DockerClient, repo: str, client: oci.RegistryClient) -> None:
     name, when = name_of(repo), "2026-03-03T03:03:03.250000Z"
     pair = [push_with_report(engine, client, repo, tag, when=when) for tag in ("local-tie-1", "local-tie-2")]
     low, high = sorted(pair, key=lambda p: p.digest)
-    found, _notes = reg.find_validated(repo, "local", client=client)
+    found, _notes = pulling.find_validated(repo, "local", client=client)
     assert found.digest == high.digest
-    reports = {p.digest: reg.newest_passing_report(client, name, p.digest, "local") for p in pair}
+    reports = {p.digest: oci.newest_passing_report(client, name, p.digest, "local") for p in pair}
     assert all(reports.values())
-    assert reg.move_validated_tag(client, name, "local", high.digest, reports[high.digest]).moved  # type: ignore[arg-type]
-    stays = reg.move_validated_tag(client, name, "local", low.digest, reports[low.digest])  # type: ignore[arg-type]
+    assert publishing.move_validated_tag(client, name, "local", high.digest, reports[high.digest]).moved  # type: ignore[arg-type]
+    stays = publishing.move_validated_tag(client, name, "local", low.digest, reports[low.digest])  # type: ignore[arg-type]
     assert not stays.moved and "stays on " + high.digest in stays.reason
 
 
@@ -381,8 +387,8 @@ def test_credentials_in_a_reference_are_refused_and_never_printed(engine: docker
     for reference in (f"robot:{secret}@{registry}/rocmci-test-creds", f"robot:{secret[:4]}/{secret[4:]}@{registry}/x"):
         lines: list[str] = []
         calls: list[Callable[[], object]] = [
-            lambda reference=reference, log=lines.append: reg.publish([], reference, engine=engine, log=log),
-            lambda reference=reference, log=lines.append: reg.pull(reference, "local", engine=engine, log=log),
+            lambda reference=reference, log=lines.append: publishing.publish([], reference, engine=engine, log=log),
+            lambda reference=reference, log=lines.append: pulling.pull(reference, "local", engine=engine, log=log),
         ]
         for call in calls:
             with pytest.raises(RegistryError) as caught:
@@ -469,7 +475,7 @@ HOSTILE_TAG_LISTS: dict[str, tuple[Callable[[str], tuple[int, dict[str, str], by
 def test_hostile_tag_lists_give_one_clear_error(case: str) -> None:
     answer, expected = HOSTILE_TAG_LISTS[case]
     with stub_registry(answer) as host:
-        error = _within(60, lambda: reg.RegistryClient(host).list_tags("demo"))
+        error = _within(60, lambda: oci.RegistryClient(host).list_tags("demo"))
         assert isinstance(error, RegistryError), error
         assert str(error).startswith(f"registry {host}: tag list of demo") and expected in str(error), str(error)
         # Through the task a user runs: one line on stderr, exit non-zero, no traceback.
@@ -482,11 +488,11 @@ def test_hostile_referrers_and_manifests_give_clear_errors() -> None:
 
     def answer(path: str) -> tuple[int, dict[str, str], bytes]:
         if "/referrers/" in path:
-            return 200, {"Content-Type": reg.OCI_INDEX}, b"not json at all"
+            return 200, {"Content-Type": oci.OCI_INDEX}, b"not json at all"
         return 200, {"Content-Type": "text/plain"}, b"<html>"  # a manifest that is neither typed nor JSON
 
     with stub_registry(answer) as host:
-        client = reg.RegistryClient(host)
+        client = oci.RegistryClient(host)
         with pytest.raises(RegistryError, match=f"referrers of demo@{digest}: HTTP 200 with a body that is not JSON"):
             client.referrers("demo", digest)
         with pytest.raises(RegistryError, match="is not JSON"):
@@ -500,7 +506,11 @@ def test_a_bad_registry_timeout_breaks_only_registry_tasks_with_one_line(registr
     env = {**os.environ, "ROCMCI_REGISTRY_TIMEOUT": "abc"}
     assert invoke("--list", env=env).returncode == 0
     imported = subprocess.run(
-        [sys.executable, "-c", "import rocmci.registry"], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", "import rocmci.oci, rocmci.publish, rocmci.pull"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert imported.returncode == 0, imported.stderr
     line = one_line_error(invoke("pull", "--gpu", "local", "--registry", f"{registry}/rocmci-test-timeout", env=env))
@@ -509,10 +519,10 @@ def test_a_bad_registry_timeout_breaks_only_registry_tasks_with_one_line(registr
         with pytest.raises(RegistryError, match=f"ROCMCI_REGISTRY_TIMEOUT: .*got '{bad}'"):
             os.environ["ROCMCI_REGISTRY_TIMEOUT"] = bad
             try:
-                reg.registry_timeout()
+                oci.registry_timeout()
             finally:
                 del os.environ["ROCMCI_REGISTRY_TIMEOUT"]
-    assert reg.registry_timeout() == 60.0
+    assert oci.registry_timeout() == 60.0
 
 
 def test_an_explicit_empty_registry_is_an_error() -> None:
@@ -530,7 +540,7 @@ def test_an_explicit_empty_registry_is_an_error() -> None:
 @pytest.mark.registry
 @pytest.mark.docker
 def test_pull_checks_the_lock_destination_before_pulling(
-    engine: docker.DockerClient, repo: str, client: reg.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     published = push_with_report(engine, client, repo, "local-lock")
     remove_local_images(engine, repo)

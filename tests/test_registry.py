@@ -1,4 +1,4 @@
-"""rocmci.registry against a real registry (127.0.0.1:5000, distribution 2.8: no referrers API, so the tag-schema
+"""rocmci.oci, rocmci.publish and rocmci.pull against a real registry (127.0.0.1:5000, distribution 2.8: no referrers API, so the tag-schema
 fallback) and the real Docker engine; auth against a second, htpasswd-protected registry and an in-process
 Bearer-token registry."""
 
@@ -26,9 +26,12 @@ import docker
 import pytest
 import requests
 
-from rocmci import registry
+import rocmci.publish as publishing
+import rocmci.pull as pulling
+from rocmci import oci
 from rocmci.errors import RegistryError
-from rocmci.lock import pull_and_lock, write_lock
+from rocmci.plan import validated_tag_for
+from rocmci.pull.lock import pull_and_lock, write_lock
 
 # ---------------------------------------------------------------- helpers
 
@@ -117,17 +120,17 @@ def documents(
 
 def cleanup_repository(repository: str) -> None:
     """Delete every manifest the test left (images, reports, fallback indexes); blobs wait for the registry's GC."""
-    client = registry.RegistryClient(registry.split_repository(repository)[0])
-    name = registry.split_repository(repository)[1]
+    client = oci.RegistryClient(oci.split_repository(repository)[0])
+    name = oci.split_repository(repository)[1]
     try:
         digests = {head.digest for tag in client.list_tags(name) if (head := client.head_manifest(name, tag))}
         for digest in list(digests):
-            for tag in (registry.fallback_tag(digest),):
+            for tag in (oci.fallback_tag(digest),):
                 if client.tag_exists(name, tag):
                     digests |= {d.digest for d in client.fallback_index(name, digest)}
         for digest in digests:
             client.delete_manifest(name, digest)
-    except registry.RegistryError:
+    except oci.RegistryError:
         pass
 
 
@@ -239,11 +242,11 @@ class FakeRegistry:
                     self._tags(query)
                 elif path.startswith("/v2/demo/referrers/"):
                     digest = path.rsplit("/", 1)[1]
-                    index = {"schemaVersion": 2, "mediaType": registry.OCI_INDEX, "manifests": fake.referrers.get(digest, [])}
-                    self._send(200, json.dumps(index).encode(), {"Content-Type": registry.OCI_INDEX})
+                    index = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": fake.referrers.get(digest, [])}
+                    self._send(200, json.dumps(index).encode(), {"Content-Type": oci.OCI_INDEX})
                 elif path.startswith("/v2/demo/manifests/"):
                     exists = path.rsplit("/", 1)[1] in fake.tags
-                    headers = {"Docker-Content-Digest": "sha256:" + "0" * 64, "Content-Type": registry.OCI_MANIFEST}
+                    headers = {"Docker-Content-Digest": "sha256:" + "0" * 64, "Content-Type": oci.OCI_MANIFEST}
                     self._send(200 if exists else 404, b"{}" if exists else b"", headers)
                 else:
                     self._send(404)
@@ -303,7 +306,7 @@ def run_concurrently(target: Callable[[int], None], count: int, timeout: float =
 
 @pytest.fixture(scope="session")
 def local_registry(request: pytest.FixtureRequest) -> str:
-    """conftest's `registry` (a missing one fails in CI); this module's name `registry` is rocmci.registry."""
+    """conftest's `registry` (a missing one fails in CI); the name `registry` stays free for that fixture."""
     return request.getfixturevalue("registry")
 
 
@@ -325,8 +328,8 @@ def repo(local_registry: str, engine: docker.DockerClient) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(local_registry: str) -> registry.RegistryClient:
-    return registry.RegistryClient(local_registry)
+def client(local_registry: str) -> oci.RegistryClient:
+    return oci.RegistryClient(local_registry)
 
 
 @dataclass
@@ -335,26 +338,26 @@ class Published:
 
     tag: str
     digest: str
-    artifact: registry.Descriptor
+    artifact: oci.Descriptor
 
 
 def name_of(repository: str) -> str:
-    return registry.split_repository(repository)[1]
+    return oci.split_repository(repository)[1]
 
 
 def item_for(
     engine: docker.DockerClient, repository: str, tag: str, tmp_path: Path, gpu: str = "local", stack: str | None = None
-) -> registry.PublishItem:
+) -> publishing.PublishItem:
     ref = f"{repository}:{tag}"
     build_image(engine, ref, f"{tag} {uuid.uuid4().hex}\n")
-    return registry.PublishItem(entry_id=tag, gpu=gpu, local_ref=ref, tag=tag, entry_dir=tmp_path / tag, stack=stack)
+    return publishing.PublishItem(entry_id=tag, gpu=gpu, local_ref=ref, tag=tag, entry_dir=tmp_path / tag, stack=stack)
 
 
-def documents_by_tag(spec: dict[str, dict[str, Any]]) -> registry.DocumentsFor:
+def documents_by_tag(spec: dict[str, dict[str, Any]]) -> publishing.DocumentsFor:
     """Documents per tag; `when` (the report time) is the publisher's unless the spec names one."""
 
     def documents_for(
-        item: registry.PublishItem, digest: str, _repository: str, report_time: str
+        item: publishing.PublishItem, digest: str, _repository: str, report_time: str
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         return documents(
             digest, gpu=item.gpu, entry_id=item.entry_id, stack=item.stack, **({"when": report_time} | spec[item.tag])
@@ -363,17 +366,13 @@ def documents_by_tag(spec: dict[str, dict[str, Any]]) -> registry.DocumentsFor:
     return documents_for
 
 
-def push_with_report(
-    engine: docker.DockerClient, client: registry.RegistryClient, repository: str, tag: str, **doc: Any
-) -> Published:
+def push_with_report(engine: docker.DockerClient, client: oci.RegistryClient, repository: str, tag: str, **doc: Any) -> Published:
     build_image(engine, f"{repository}:{tag}", f"{tag} {uuid.uuid4().hex}\n")
     digest = push_image(engine, repository, tag)
     subject = client.head_manifest(name_of(repository), digest)
     assert subject is not None
     validate = "names" not in doc
-    artifact = registry.attach_report(
-        repository, subject, documents(digest, entry_id=tag, **doc), client=client, validate=validate
-    )
+    artifact = oci.attach_report(repository, subject, documents(digest, entry_id=tag, **doc), client=client, validate=validate)
     return Published(tag, digest, artifact)
 
 
@@ -381,42 +380,42 @@ def push_with_report(
 
 
 def test_split_repository_and_tags() -> None:
-    assert registry.split_repository("127.0.0.1:5000/rocmci") == ("127.0.0.1:5000", "rocmci")
-    assert registry.split_repository("localhost/a/b") == ("localhost", "a/b")
-    assert registry.split_repository("ghcr.io/org/rocmci") == ("ghcr.io", "org/rocmci")
-    assert registry.split_repository("rocm/pytorch") == ("registry-1.docker.io", "rocm/pytorch")
-    assert registry.split_repository("busybox") == ("registry-1.docker.io", "library/busybox")
+    assert oci.split_repository("127.0.0.1:5000/rocmci") == ("127.0.0.1:5000", "rocmci")
+    assert oci.split_repository("localhost/a/b") == ("localhost", "a/b")
+    assert oci.split_repository("ghcr.io/org/rocmci") == ("ghcr.io", "org/rocmci")
+    assert oci.split_repository("rocm/pytorch") == ("registry-1.docker.io", "rocm/pytorch")
+    assert oci.split_repository("busybox") == ("registry-1.docker.io", "library/busybox")
     with pytest.raises(RegistryError, match="invalid repository name"):
-        registry.split_repository("127.0.0.1:5000/Bad")
+        oci.split_repository("127.0.0.1:5000/Bad")
     digest = "sha256:" + "ab" * 32
-    assert registry.fallback_tag(digest) == "sha256-" + "ab" * 32
-    assert registry.validated_tag("mi355x") == "mi355x-validated"
-    assert registry.RegistryClient("127.0.0.1:5000").base == "http://127.0.0.1:5000"
-    assert registry.RegistryClient("[::1]:5000").base == "http://[::1]:5000"
-    assert registry.RegistryClient("ghcr.io").base == "https://ghcr.io"
-    assert registry.RegistryClient("reg.internal:5000", insecure=True).base == "http://reg.internal:5000"
+    assert oci.fallback_tag(digest) == "sha256-" + "ab" * 32
+    assert validated_tag_for("mi355x") == "mi355x-validated"
+    assert oci.RegistryClient("127.0.0.1:5000").base == "http://127.0.0.1:5000"
+    assert oci.RegistryClient("[::1]:5000").base == "http://[::1]:5000"
+    assert oci.RegistryClient("ghcr.io").base == "https://ghcr.io"
+    assert oci.RegistryClient("reg.internal:5000", insecure=True).base == "http://reg.internal:5000"
 
 
 def test_empty_descriptor_matches_its_bytes() -> None:
-    assert registry.digest_of(registry.EMPTY_JSON) == registry.EMPTY_DIGEST
-    assert base64.b64decode(registry.EMPTY_DESCRIPTOR.data or "") == registry.EMPTY_JSON
+    assert oci.digest_of(oci.EMPTY_JSON) == oci.EMPTY_DIGEST
+    assert base64.b64decode(oci.EMPTY_DESCRIPTOR.data or "") == oci.EMPTY_JSON
 
 
 def test_inconsistent_documents_are_refused_before_anything_is_pushed() -> None:
     digest, other = "sha256:" + "1" * 64, "sha256:" + "2" * 64
-    docs = registry.ReportDocuments(*documents(digest, names=other))
+    docs = oci.ReportDocuments(*documents(digest, names=other))
     problems = docs.problems(digest)
     assert any("in-toto subject names " + other in p for p in problems)
     assert any("record names image " + other in p for p in problems)
-    assert registry.ReportDocuments(*documents(digest)).problems(digest) == []
-    bad_verdict = registry.ReportDocuments(*documents(digest, verdict="maybe"))
+    assert oci.ReportDocuments(*documents(digest)).problems(digest) == []
+    bad_verdict = oci.ReportDocuments(*documents(digest, verdict="maybe"))
     assert "verdict 'maybe'" in bad_verdict.problems(digest)[0]
 
 
 def test_push_stream_error_is_raised() -> None:
     lines = [{"status": "Preparing", "id": "abc"}, {"errorDetail": {"message": "denied: no"}, "error": "denied: no"}]
     with pytest.raises(RegistryError, match="push of x failed: denied: no"):
-        registry._stream(lines, "push of x", lambda _line: None, "p:", registry.RegistryClient("127.0.0.1:5000"))
+        publishing.push.follow_stream(lines, "push of x", lambda _line: None, "p:", oci.RegistryClient("127.0.0.1:5000"))
 
 
 # ---------------------------------------------------------------- publish on the real registry
@@ -425,7 +424,7 @@ def test_push_stream_error_is_raised() -> None:
 @pytest.mark.registry
 @pytest.mark.docker
 def test_publish_attaches_reports_and_moves_validated_tag_only_for_pass(
-    engine: docker.DockerClient, repo: str, client: registry.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     name = name_of(repo)
     failing = item_for(engine, repo, "local-fail-1", tmp_path)
@@ -436,13 +435,13 @@ def test_publish_attaches_reports_and_moves_validated_tag_only_for_pass(
     }
     lines, log = collect()
     # The failing entry goes first: with no validated tag at all it still must not create one.
-    (fail_result,) = registry.publish(
+    (fail_result,) = publishing.publish(
         [failing], repo, documents_for=documents_by_tag(spec), engine=engine, client=client, log=log
     )
     assert fail_result.status == "published" and not fail_result.moved and fail_result.verdict == "fail"
     assert "verdict fail" in fail_result.reason and "not moved" in fail_result.reason
     assert not client.tag_exists(name, "local-validated")
-    (pass_result,) = registry.publish(
+    (pass_result,) = publishing.publish(
         [passing], repo, documents_for=documents_by_tag(spec), engine=engine, client=client, log=log
     )
     assert pass_result.status == "published" and pass_result.moved, pass_result
@@ -458,7 +457,7 @@ def test_publish_attaches_reports_and_moves_validated_tag_only_for_pass(
     pass_digest = pass_result.reference.split("@")[1]
     validated, content_tag = client.head_manifest(name, "local-validated"), client.head_manifest(name, "local-pass-1")
     assert validated and content_tag and validated.digest == content_tag.digest == pass_digest
-    assert validated.media_type == registry.DOCKER_MANIFEST
+    assert validated.media_type == oci.DOCKER_MANIFEST
     assert client.get_manifest(name, "local-validated").body == client.get_manifest(name, pass_digest).body
 
     # distribution 2.8 has no referrers API: the fallback index tag holds both reports, one per subject.
@@ -468,47 +467,45 @@ def test_publish_attaches_reports_and_moves_validated_tag_only_for_pass(
         tag = "sha256-" + digest.split(":")[1]
         assert tag in client.list_tags(name)
         index = client.get_manifest(name, tag)
-        assert index.media_type == registry.OCI_INDEX
+        assert index.media_type == oci.OCI_INDEX
         (listed,) = index.json["manifests"]
         assert listed["digest"] == result.report_digest
-        assert listed["artifactType"] == registry.REPORT_ARTIFACT_TYPE
+        assert listed["artifactType"] == oci.REPORT_ARTIFACT_TYPE
         assert listed["annotations"]["io.rocmci.verdict"] == result.verdict
-        (found,) = client.referrers(name, digest, registry.REPORT_ARTIFACT_TYPE)
+        (found,) = client.referrers(name, digest, oci.REPORT_ARTIFACT_TYPE)
         assert found.digest == result.report_digest
         assert client.referrers(name, digest, "application/vnd.other") == []
 
     # The artifact itself: OCI 1.1 manifest, empty config, record + in-toto layers, subject = the image.
     artifact = client.get_manifest(name, pass_result.report_digest or "").json
-    assert artifact["mediaType"] == registry.OCI_MANIFEST
-    assert artifact["artifactType"] == registry.REPORT_ARTIFACT_TYPE
+    assert artifact["mediaType"] == oci.OCI_MANIFEST
+    assert artifact["artifactType"] == oci.REPORT_ARTIFACT_TYPE
     assert artifact["config"] == {
-        "mediaType": registry.EMPTY_MEDIA_TYPE,
-        "digest": registry.EMPTY_DIGEST,
+        "mediaType": oci.EMPTY_MEDIA_TYPE,
+        "digest": oci.EMPTY_DIGEST,
         "size": 2,
         "data": "e30=",
     }
-    assert [layer["mediaType"] for layer in artifact["layers"]] == [registry.REPORT_ARTIFACT_TYPE, registry.INTOTO_MEDIA_TYPE]
-    assert artifact["subject"] == {"mediaType": registry.DOCKER_MANIFEST, "digest": pass_digest, "size": validated.size}
+    assert [layer["mediaType"] for layer in artifact["layers"]] == [oci.REPORT_ARTIFACT_TYPE, oci.INTOTO_MEDIA_TYPE]
+    assert artifact["subject"] == {"mediaType": oci.DOCKER_MANIFEST, "digest": pass_digest, "size": validated.size}
     assert artifact["annotations"] == {
         "org.opencontainers.image.created": "2026-02-01T00:00:00Z",
         "io.rocmci.verdict": "pass",
         "io.rocmci.entry": "local-pass-1",
         "io.rocmci.gpu": "local",
     }
-    report = registry.read_report(
-        client, name, pass_digest, registry.Descriptor.from_json(listed | {"digest": pass_result.report_digest})
-    )
+    report = oci.read_report(client, name, pass_digest, oci.Descriptor.from_json(listed | {"digest": pass_result.report_digest}))
     assert dict(report.documents.record) == documents(pass_digest, entry_id="local-pass-1", when="2026-02-01T00:00:00Z")[0]
 
 
 @pytest.mark.registry
 @pytest.mark.docker
 def test_validated_tag_never_moves_backwards(
-    engine: docker.DockerClient, repo: str, client: registry.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     newer, older = item_for(engine, repo, "local-b", tmp_path), item_for(engine, repo, "local-a", tmp_path)
     spec = {"local-b": {"when": "2026-05-01T00:00:00Z"}, "local-a": {"when": "2026-04-01T00:00:00Z"}}
-    first, second = registry.publish(
+    first, second = publishing.publish(
         [newer, older], repo, documents_for=documents_by_tag(spec), engine=engine, client=client, log=print
     )
     assert first.moved and not second.moved
@@ -519,24 +516,24 @@ def test_validated_tag_never_moves_backwards(
 @pytest.mark.registry
 @pytest.mark.docker
 def test_missing_local_image_and_unreachable_registry_fail_only_that_entry(
-    engine: docker.DockerClient, repo: str, client: registry.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
-    ghost = registry.PublishItem("local-ghost", "local", f"{repo}:nope", "nope", tmp_path / "local-ghost")
+    ghost = publishing.PublishItem("local-ghost", "local", f"{repo}:nope", "nope", tmp_path / "local-ghost")
     real = item_for(engine, repo, "local-ok", tmp_path)
-    results = registry.publish(
+    results = publishing.publish(
         [ghost, real], repo, documents_for=documents_by_tag({"local-ok": {}}), engine=engine, client=client, log=print
     )
     assert [r.status for r in results] == ["skipped", "published"]
     assert "not in the local engine" in results[0].reason
     (tmp_path / "local-ghost").mkdir()
     (tmp_path / "local-ghost" / "result.json").write_text("{}")
-    assert registry.publish([ghost], repo, engine=engine, client=client, log=print)[0].status == "error"
+    assert publishing.publish([ghost], repo, engine=engine, client=client, log=print)[0].status == "error"
 
     # Nothing listens on port 9: every entry fails with the reason, before anything is pushed.
     dead = f"127.0.0.1:9/{name_of(repo)}"
-    item = registry.PublishItem("local-ok", "local", real.local_ref, "local-ok", tmp_path / "local-ok")
+    item = publishing.PublishItem("local-ok", "local", real.local_ref, "local-ok", tmp_path / "local-ok")
     _lines, log = collect()
-    (result,) = registry.publish([item], dead, documents_for=documents_by_tag({"local-ok": {}}), engine=engine, log=log)
+    (result,) = publishing.publish([item], dead, documents_for=documents_by_tag({"local-ok": {}}), engine=engine, log=log)
     assert result.status == "error" and "registry 127.0.0.1:9: GET http://127.0.0.1:9/v2/ failed" in result.reason, result
     assert "Connection refused" in result.reason
     assert not engine.images.list(name=f"{dead}")
@@ -545,11 +542,11 @@ def test_missing_local_image_and_unreachable_registry_fail_only_that_entry(
 @pytest.mark.registry
 @pytest.mark.docker
 def test_publish_reads_validated_image_id_and_refuses_a_rebuilt_image(
-    engine: docker.DockerClient, repo: str, client: registry.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     item = item_for(engine, repo, "local-rebuilt", tmp_path)
-    stale = registry.PublishItem(**{**item.__dict__, "validated_image_id": "sha256:" + "9" * 64})
-    (result,) = registry.publish(
+    stale = publishing.PublishItem(**{**item.__dict__, "validated_image_id": "sha256:" + "9" * 64})
+    (result,) = publishing.publish(
         [stale], repo, documents_for=documents_by_tag({"local-rebuilt": {}}), engine=engine, client=client
     )
     assert result.status == "error" and "validate it again" in result.reason
@@ -562,7 +559,7 @@ def test_publish_reads_validated_image_id_and_refuses_a_rebuilt_image(
 @pytest.mark.registry
 @pytest.mark.docker
 def test_pull_picks_newest_passing_report_not_last_tag(
-    engine: docker.DockerClient, repo: str, client: registry.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     # Lexical tag order (local-10 < local-2 < local-3) is the opposite of report time for the passing ones.
     newest = push_with_report(engine, client, repo, "local-10", when="2026-06-03T10:00:00Z", torch="2.13.0")
@@ -598,7 +595,7 @@ def test_pull_picks_newest_passing_report_not_last_tag(
         },
         "report": {
             "digest": newest.artifact.digest,
-            "artifactType": registry.REPORT_ARTIFACT_TYPE,
+            "artifactType": oci.REPORT_ARTIFACT_TYPE,
             "report_time": "2026-06-03T10:00:00Z",
             "verdict": "pass",
             "scope": "cpu-only",
@@ -606,15 +603,15 @@ def test_pull_picks_newest_passing_report_not_last_tag(
     }
 
     # --torch as a prefix of the pinned version picks the older image that carries it.
-    pinned, _ = registry.find_validated(repo, "local", torch="2.12", client=client)
+    pinned, _ = pulling.find_validated(repo, "local", torch="2.12", client=client)
     assert pinned.digest == older.digest
     with pytest.raises(RegistryError) as caught:
-        registry.find_validated(repo, "local", torch="2.11", aiter="0.1", client=client)
+        pulling.find_validated(repo, "local", torch="2.11", aiter="0.1", client=client)
     message = str(caught.value)
     assert message.startswith(f"no image of {repo} passed on local, torch 2.11, aiter 0.1 (4 candidates: ")
     assert "local-3@" in message and "verdict fail" in message and "local-9@" in message and "no report attached" in message
     with pytest.raises(RegistryError, match=r"passed on mi300x \(0 candidates: no tags starting with mi300x-\)"):
-        registry.find_validated(repo, "mi300x", client=client)
+        pulling.find_validated(repo, "mi300x", client=client)
 
     yaml_lock = tmp_path / "lock.yaml"
     write_lock(locked, yaml_lock)
@@ -624,7 +621,7 @@ def test_pull_picks_newest_passing_report_not_last_tag(
 @pytest.mark.registry
 @pytest.mark.docker
 def test_each_stack_keeps_its_own_validated_tag_and_pull_selects_by_stack(
-    engine: docker.DockerClient, repo: str, client: registry.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     name = name_of(repo)
     old_a = item_for(engine, repo, "a-1", tmp_path, stack="torch2.12")
@@ -637,7 +634,7 @@ def test_each_stack_keeps_its_own_validated_tag_and_pull_selects_by_stack(
     }
     published = {}
     for item in (old_a, new_b):
-        (published[item.tag],) = registry.publish(
+        (published[item.tag],) = publishing.publish(
             [item], repo, documents_for=documents_by_tag(spec), engine=engine, client=client
         )
     digest = {tag: (result.reference or "").split("@")[1] for tag, result in published.items()}
@@ -651,10 +648,10 @@ def test_each_stack_keeps_its_own_validated_tag_and_pull_selects_by_stack(
         "local-torch2.13-validated": digest["b-1"],
         "local-validated": digest["b-1"],
     }
-    [report] = client.referrers(name, digest["b-1"], registry.REPORT_ARTIFACT_TYPE)
+    [report] = client.referrers(name, digest["b-1"], oci.REPORT_ARTIFACT_TYPE)
     assert report.annotations["io.rocmci.stack"] == "torch2.13"
 
-    (published["a-2"],) = registry.publish([new_a], repo, documents_for=documents_by_tag(spec), engine=engine, client=client)
+    (published["a-2"],) = publishing.publish([new_a], repo, documents_for=documents_by_tag(spec), engine=engine, client=client)
     digest["a-2"] = (published["a-2"].reference or "").split("@")[1]
     on = {tag: client.head_manifest(name, tag).digest for tag in client.list_tags(name) if tag.endswith("-validated")}
     assert on == {
@@ -664,36 +661,34 @@ def test_each_stack_keeps_its_own_validated_tag_and_pull_selects_by_stack(
     }
 
     # An older report of a stack never takes that stack's tag back.
-    older = registry.read_report(
-        client, name, digest["a-1"], client.referrers(name, digest["a-1"], registry.REPORT_ARTIFACT_TYPE)[0]
-    )
-    stays = registry.move_validated_tag(client, name, "local", digest["a-1"], older, stack="torch2.12")
+    older = oci.read_report(client, name, digest["a-1"], client.referrers(name, digest["a-1"], oci.REPORT_ARTIFACT_TYPE)[0])
+    stays = publishing.move_validated_tag(client, name, "local", digest["a-1"], older, stack="torch2.12")
     assert not stays.moved and "newer than ours" in stays.reason
-    wrong = registry.move_validated_tag(client, name, "local", digest["a-1"], older, stack="torch2.13")
+    wrong = publishing.move_validated_tag(client, name, "local", digest["a-1"], older, stack="torch2.13")
     assert not wrong.moved and "not a pass on local x torch2.13" in wrong.reason
 
     remove_local_images(engine, repo)
     lines, log = collect()
     # Content tags start with the build (gfx950-..., cpu-...): build_prefixes lists them with the GPU's own tags.
-    pulled = registry.pull(repo, "local", stack="torch2.13", build_prefixes=("b",), engine=engine, client=client, log=log)
+    pulled = pulling.pull(repo, "local", stack="torch2.13", build_prefixes=("b",), engine=engine, client=client, log=log)
     assert pulled.digest == digest["b-1"] and pulled.entry["stack"] == "torch2.13"
     assert set(pulled.tags) == {"local-torch2.13-validated", "b-1"}
     assert not any("--stack keeps to one stack" in line for line in lines)
-    newest = registry.pull(repo, "local", engine=engine, client=client, log=log)
+    newest = pulling.pull(repo, "local", engine=engine, client=client, log=log)
     assert newest.digest == digest["a-2"]
     assert any("stack torch2.12: the newest pass of any stack on local; --stack keeps to one stack" in line for line in lines)
-    pinned, _ = registry.find_validated(repo, "local", stack="torch2.12", torch="2.12", client=client)
+    pinned, _ = pulling.find_validated(repo, "local", stack="torch2.12", torch="2.12", client=client)
     assert pinned.digest == digest["a-2"]
     with pytest.raises(
         RegistryError,
         match=r"passed on local, stack torch2.14 \(2 candidates: .*report is for stack torch2.12; .*report is for stack torch2.13\)",
     ):
-        registry.find_validated(repo, "local", stack="torch2.14", client=client)
+        pulling.find_validated(repo, "local", stack="torch2.14", client=client)
 
 
 @pytest.mark.registry
 @pytest.mark.docker
-def test_tampered_report_is_rejected(engine: docker.DockerClient, repo: str, client: registry.RegistryClient) -> None:
+def test_tampered_report_is_rejected(engine: docker.DockerClient, repo: str, client: oci.RegistryClient) -> None:
     honest = push_with_report(engine, client, repo, "local-honest", when="2026-07-01T00:00:00Z")
     # A newer "pass" attached to another image, whose documents name the honest image's digest.
     build_image(engine, f"{repo}:local-forged", "forged\n")
@@ -702,16 +697,16 @@ def test_tampered_report_is_rejected(engine: docker.DockerClient, repo: str, cli
     assert subject is not None
     forged_docs = documents(forged_digest, names=honest.digest, when="2026-08-01T00:00:00Z")
     with pytest.raises(RegistryError, match=r"inconsistent: .*in-toto subject names"):
-        registry.attach_report(repo, subject, forged_docs, client=client)
-    registry.attach_report(repo, subject, forged_docs, client=client, validate=False)
+        oci.attach_report(repo, subject, forged_docs, client=client)
+    oci.attach_report(repo, subject, forged_docs, client=client, validate=False)
 
-    chosen, notes = registry.find_validated(repo, "local", client=client)
+    chosen, notes = pulling.find_validated(repo, "local", client=client)
     assert chosen.digest == honest.digest
     assert any(f"attached to {forged_digest} rejected" in n and f"in-toto subject names {honest.digest}" in n for n in notes)
 
     client.delete_manifest(name_of(repo), honest.digest)
     with pytest.raises(RegistryError, match=f"rejected: .*in-toto subject names {honest.digest}, not {forged_digest}"):
-        registry.find_validated(repo, "local", client=client)
+        pulling.find_validated(repo, "local", client=client)
 
 
 # ---------------------------------------------------------------- races
@@ -728,19 +723,19 @@ def test_racing_publishers_leave_validated_tag_on_newest_pass(
         "local-bad": {"when": "2026-09-03T00:00:00Z", "verdict": "fail"},
     }
     items = [item_for(engine, repo, tag, tmp_path) for tag in spec]
-    results: dict[str, registry.PublishResult] = {}
+    results: dict[str, publishing.PublishResult] = {}
     barrier = threading.Barrier(len(items))
 
-    def publisher(item: registry.PublishItem) -> None:
-        own_engine, own_client = docker.from_env(timeout=120), registry.RegistryClient(local_registry)
+    def publisher(item: publishing.PublishItem) -> None:
+        own_engine, own_client = docker.from_env(timeout=120), oci.RegistryClient(local_registry)
         barrier.wait()
-        (results[item.tag],) = registry.publish(
+        (results[item.tag],) = publishing.publish(
             [item], repo, documents_for=documents_by_tag(spec), engine=own_engine, client=own_client, log=print
         )
 
     run_concurrently(lambda i: publisher(items[i]), len(items))
     assert all(r.status == "published" for r in results.values()), results
-    client = registry.RegistryClient(local_registry)
+    client = oci.RegistryClient(local_registry)
     final = client.head_manifest(name_of(repo), "local-validated")
     assert final is not None
     assert final.digest == results["local-new"].reference.split("@")[1], results
@@ -750,51 +745,51 @@ def test_racing_publishers_leave_validated_tag_on_newest_pass(
 @pytest.mark.registry
 @pytest.mark.docker
 def test_concurrent_tag_moves_converge_on_a_passing_digest(
-    engine: docker.DockerClient, repo: str, client: registry.RegistryClient, local_registry: str
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, local_registry: str
 ) -> None:
     name = name_of(repo)
     published = [push_with_report(engine, client, repo, f"local-r{i}", when=f"2026-10-0{i + 1}T00:00:00Z") for i in range(5)]
-    reports = [registry.newest_passing_report(client, name, p.digest, "local") for p in published]
-    moves: list[registry.TagMove] = []
+    reports = [oci.newest_passing_report(client, name, p.digest, "local") for p in published]
+    moves: list[publishing.TagMove] = []
     barrier = threading.Barrier(len(published))
 
     def mover(index: int) -> None:
-        own = registry.RegistryClient(local_registry)
+        own = oci.RegistryClient(local_registry)
         barrier.wait()
         report = reports[index]
         assert report is not None
-        moves.append(registry.move_validated_tag(own, name, "local", published[index].digest, report))
+        moves.append(publishing.move_validated_tag(own, name, "local", published[index].digest, report))
 
     run_concurrently(mover, len(published))
     final = client.head_manifest(name, "local-validated")
     assert final is not None and final.digest == published[-1].digest, moves
-    assert registry.newest_passing_report(client, name, final.digest, "local") is not None
+    assert oci.newest_passing_report(client, name, final.digest, "local") is not None
 
 
 @pytest.mark.registry
-def test_concurrent_report_writers_all_stay_in_the_fallback_index(client: registry.RegistryClient, local_registry: str) -> None:
+def test_concurrent_report_writers_all_stay_in_the_fallback_index(client: oci.RegistryClient, local_registry: str) -> None:
     repository = unique_repository(local_registry)
     name = name_of(repository)
     try:
         # The subject: a small OCI manifest pushed straight through the client (no engine needed).
         layer = client.upload_blob(name, b"layer\n", "application/vnd.oci.image.layer.v1.tar")
-        config = client.upload_blob(name, b"{}", registry.EMPTY_MEDIA_TYPE)
+        config = client.upload_blob(name, b"{}", oci.EMPTY_MEDIA_TYPE)
         body = json.dumps(
-            {"schemaVersion": 2, "mediaType": registry.OCI_MANIFEST, "config": config.to_json(), "layers": [layer.to_json()]}
+            {"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "config": config.to_json(), "layers": [layer.to_json()]}
         ).encode()
-        digest, _ = client.put_manifest(name, "local-subject", body, registry.OCI_MANIFEST)
-        subject = registry.Descriptor(registry.OCI_MANIFEST, digest, len(body))
-        artifacts: list[registry.Descriptor] = []
+        digest, _ = client.put_manifest(name, "local-subject", body, oci.OCI_MANIFEST)
+        subject = oci.Descriptor(oci.OCI_MANIFEST, digest, len(body))
+        artifacts: list[oci.Descriptor] = []
         barrier = threading.Barrier(6)
 
         def writer(i: int) -> None:
-            own = registry.RegistryClient(local_registry)
+            own = oci.RegistryClient(local_registry)
             barrier.wait()
             docs = documents(digest, when=f"2026-11-0{i + 1}T00:00:00Z", entry_id=f"local-w{i}")
-            artifacts.append(registry.attach_report(repository, subject, docs, client=own))
+            artifacts.append(oci.attach_report(repository, subject, docs, client=own))
 
         run_concurrently(writer, 6)
-        listed = {d.digest for d in client.referrers(name, digest, registry.REPORT_ARTIFACT_TYPE)}
+        listed = {d.digest for d in client.referrers(name, digest, oci.REPORT_ARTIFACT_TYPE)}
         assert len(artifacts) == 6 and listed == {a.digest for a in artifacts}
     finally:
         cleanup_repository(repository)
@@ -808,8 +803,8 @@ def no_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config_dir = tmp_path / "docker-config"
     config_dir.mkdir()
     monkeypatch.setenv("DOCKER_CONFIG", str(config_dir))
-    monkeypatch.delenv(registry.USER_ENV, raising=False)
-    monkeypatch.delenv(registry.PASSWORD_ENV, raising=False)
+    monkeypatch.delenv(oci.USER_ENV, raising=False)
+    monkeypatch.delenv(oci.PASSWORD_ENV, raising=False)
     return config_dir
 
 
@@ -825,20 +820,20 @@ def test_bearer_token_dance_and_pagination(no_docker_config: Path, monkeypatch: 
     fake = FakeRegistry("robot", "pw-" + uuid.uuid4().hex, tags=[f"local-{i}" for i in range(5)])
     fake.referrers["sha256:" + "a" * 64] = [
         {
-            "mediaType": registry.OCI_MANIFEST,
+            "mediaType": oci.OCI_MANIFEST,
             "digest": "sha256:" + "b" * 64,
             "size": 10,
-            "artifactType": registry.REPORT_ARTIFACT_TYPE,
+            "artifactType": oci.REPORT_ARTIFACT_TYPE,
         },
-        {"mediaType": registry.OCI_MANIFEST, "digest": "sha256:" + "c" * 64, "size": 10, "artifactType": "application/other"},
+        {"mediaType": oci.OCI_MANIFEST, "digest": "sha256:" + "c" * 64, "size": 10, "artifactType": "application/other"},
     ]
-    monkeypatch.setenv(registry.USER_ENV, fake.user)
-    monkeypatch.setenv(registry.PASSWORD_ENV, fake.password)
+    monkeypatch.setenv(oci.USER_ENV, fake.user)
+    monkeypatch.setenv(oci.PASSWORD_ENV, fake.password)
     with fake.serve():
-        client = registry.RegistryClient(fake.host)
+        client = oci.RegistryClient(fake.host)
         assert client.tag_exists("demo", "local-3") and not client.tag_exists("demo", "nope")
         assert client.list_tags("demo", page_size=2) == fake.tags
-        found = client.referrers("demo", "sha256:" + "a" * 64, registry.REPORT_ARTIFACT_TYPE)
+        found = client.referrers("demo", "sha256:" + "a" * 64, oci.REPORT_ARTIFACT_TYPE)
         assert [d.digest for d in found] == ["sha256:" + "b" * 64]
     assert fake.token_requests and all(r["authorized"] == "True" for r in fake.token_requests)
     assert len(fake.token_requests) == 1  # the token is cached for the scope
@@ -850,10 +845,10 @@ def test_credentials_never_leak_on_auth_errors(
     secret = "S3cr3t-" + uuid.uuid4().hex
     encoded = base64.b64encode(f"robot:{secret}".encode()).decode()
     fake = FakeRegistry("robot", "the-right-one")
-    monkeypatch.setenv(registry.USER_ENV, "robot")
-    monkeypatch.setenv(registry.PASSWORD_ENV, secret)
+    monkeypatch.setenv(oci.USER_ENV, "robot")
+    monkeypatch.setenv(oci.PASSWORD_ENV, secret)
     with fake.serve():
-        client = registry.RegistryClient(fake.host)
+        client = oci.RegistryClient(fake.host)
         with pytest.raises(RegistryError) as caught:
             client.tag_exists("demo", "x")
     message = str(caught.value)
@@ -861,7 +856,7 @@ def test_credentials_never_leak_on_auth_errors(
     assert "401" in message and "refused" in message and "***" in message
     for leak in (secret, encoded):
         assert leak not in message and leak not in repr(caught.value) and leak not in repr(client)
-        assert leak not in repr(registry.load_credentials(fake.host))
+        assert leak not in repr(oci.load_credentials(fake.host))
     out = capsys.readouterr()
     assert secret not in out.out + out.err
 
@@ -883,36 +878,36 @@ def test_publish_and_pull_with_credentials_on_an_htpasswd_registry(
     try:
         # Anonymous: refused with a hint that names where credentials come from, not what they are.
         with pytest.raises(RegistryError, match="no credentials: run docker login"):
-            registry.RegistryClient(auth_registry).tag_exists(name_of(repository), "x")
+            oci.RegistryClient(auth_registry).tag_exists(name_of(repository), "x")
 
         # Wrong password from the environment: the entry fails, the secret appears nowhere.
         wrong = "wrong-" + uuid.uuid4().hex
-        monkeypatch.setenv(registry.USER_ENV, AUTH_USER)
-        monkeypatch.setenv(registry.PASSWORD_ENV, wrong)
-        (bad,) = registry.publish(
+        monkeypatch.setenv(oci.USER_ENV, AUTH_USER)
+        monkeypatch.setenv(oci.PASSWORD_ENV, wrong)
+        (bad,) = publishing.publish(
             [item],
             repository,
             documents_for=documents_by_tag(spec),
             engine=engine,
-            client=registry.RegistryClient(auth_registry),
+            client=oci.RegistryClient(auth_registry),
             log=log,
         )
         assert bad.status == "error" and wrong not in repr(bad)
 
         # The right password: engine push (auth_config), client Basic auth, report, validated tag, pull back.
-        monkeypatch.setenv(registry.PASSWORD_ENV, AUTH_PASSWORD)
-        client = registry.RegistryClient(auth_registry)
-        (good,) = registry.publish(
+        monkeypatch.setenv(oci.PASSWORD_ENV, AUTH_PASSWORD)
+        client = oci.RegistryClient(auth_registry)
+        (good,) = publishing.publish(
             [item], repository, documents_for=documents_by_tag(spec), engine=engine, client=client, log=log
         )
         assert good.status == "published" and good.moved, good
         remove_local_images(engine, repository)
-        pulled = registry.pull(repository, "local", engine=engine, client=client, log=log)
+        pulled = pulling.pull(repository, "local", engine=engine, client=client, log=log)
         assert pulled.reference == good.reference
         blobs = b"".join(
             client.get_blob(name_of(repository), layer)
             for layer in map(
-                registry.Descriptor.from_json, client.get_manifest(name_of(repository), good.report_digest or "").json["layers"]
+                oci.Descriptor.from_json, client.get_manifest(name_of(repository), good.report_digest or "").json["layers"]
             )
         )
         everything = "\n".join(lines) + repr(good) + repr(pulled) + blobs.decode() + "".join(capsys.readouterr())
@@ -929,10 +924,10 @@ def test_credentials_from_docker_config_and_credential_helper(
     auth = base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
     config = no_docker_config / "config.json"
     config.write_text(json.dumps({"auths": {f"http://{auth_registry}": {"auth": auth}}}))
-    creds = registry.load_credentials(auth_registry)
+    creds = oci.load_credentials(auth_registry)
     assert creds is not None and creds.source == f"docker config {config}"
     assert AUTH_PASSWORD not in repr(creds)
-    assert not registry.RegistryClient(auth_registry).tag_exists("rocmci-test-none", "x")  # authorized: a plain 404
+    assert not oci.RegistryClient(auth_registry).tag_exists("rocmci-test-none", "x")  # authorized: a plain 404
 
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -942,18 +937,18 @@ def test_credentials_from_docker_config_and_credential_helper(
     helper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     config.write_text(json.dumps({"auths": {}, "credHelpers": {auth_registry: "rocmcitest"}}))
-    creds = registry.load_credentials(auth_registry)
+    creds = oci.load_credentials(auth_registry)
     assert creds is not None and creds.source == "credential helper docker-credential-rocmcitest"
-    assert not registry.RegistryClient(auth_registry).tag_exists("rocmci-test-none", "x")
+    assert not oci.RegistryClient(auth_registry).tag_exists("rocmci-test-none", "x")
     config.write_text(json.dumps({"credHelpers": {auth_registry: "absent"}}))
     with pytest.raises(RegistryError, match="no credentials"):
-        registry.RegistryClient(auth_registry).tag_exists("rocmci-test-none", "x")
+        oci.RegistryClient(auth_registry).tag_exists("rocmci-test-none", "x")
 
 
 @pytest.mark.registry
 @pytest.mark.docker
 def test_publish_items_from_the_plan_then_pull(
-    engine: docker.DockerClient, repo: str, client: registry.RegistryClient, tmp_path: Path
+    engine: docker.DockerClient, repo: str, client: oci.RegistryClient, tmp_path: Path
 ) -> None:
     from rocmci.plan import load_plan
 
@@ -966,31 +961,31 @@ def test_publish_items_from_the_plan_then_pull(
     result = {"entry": {"tag": local.tag}, "image": {"ref": validated_ref, "id": image_id, "digest": None}}
     (reports / local.id / "result.json").write_text(json.dumps(result))
 
-    items = registry.publish_items(plan.select(), reports, plan.repository)
+    items = publishing.publish_items(plan.select(), reports, plan.repository)
     by_id = {item.entry_id: item for item in items}
-    assert by_id[local.id] == registry.PublishItem(
+    assert by_id[local.id] == publishing.PublishItem(
         local.id, "local", validated_ref, local.tag, reports / local.id, image_id, stack="local"
     )
 
     # A result validated under another tag (the inputs changed since) is never published.
     (reports / local.id / "result.json").write_text(json.dumps({**result, "entry": {"tag": "local-cpu-old-000000000000"}}))
-    [stale] = registry.publish_items(plan.select(gpu="local"), reports, plan.repository)
+    [stale] = publishing.publish_items(plan.select(gpu="local"), reports, plan.repository)
     assert stale.problem and "stale result" in stale.problem
-    [refused] = registry.publish([stale], repo, engine=engine, client=client, log=lambda line: None)
+    [refused] = publishing.publish([stale], repo, engine=engine, client=client, log=lambda line: None)
     assert refused.status == "error" and "stale result" in refused.reason and not refused.moved
     (reports / local.id / "result.json").write_text(json.dumps(result))
     other = next(e for e in plan.entries if e.gpu != "local")
     assert by_id[other.id].local_ref == other.image_ref(plan.repository) and by_id[other.id].validated_image_id is None
 
     def documents_for(
-        item: registry.PublishItem, digest: str, repository: str, _report_time: str
+        item: publishing.PublishItem, digest: str, repository: str, _report_time: str
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         assert repository == repo and item.entry_dir == reports / local.id
         return documents(digest, entry_id=item.entry_id, torch="2.13.0", aiter="0.1.7.post2.dev18", stack=item.stack)
 
-    (result,) = registry.publish([by_id[local.id]], repo, documents_for=documents_for, engine=engine, client=client, log=print)
+    (result,) = publishing.publish([by_id[local.id]], repo, documents_for=documents_for, engine=engine, client=client, log=print)
     assert result.status == "published" and result.moved and result.tag == local.tag
     assert result.moved_tags == ("local-local-validated", "local-validated")
-    pulled = registry.pull(repo, "local", torch="2.13", aiter="0.1.7", build_prefixes=("cpu",), engine=engine, client=client)
+    pulled = pulling.pull(repo, "local", torch="2.13", aiter="0.1.7", build_prefixes=("cpu",), engine=engine, client=client)
     assert pulled.reference == result.reference
     assert set(pulled.tags) == {local.tag, "local-local-validated", "local-validated"}

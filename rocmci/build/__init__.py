@@ -451,7 +451,7 @@ class Existing:
 
 def _existing(entry: Entry, options: BuildOptions) -> Existing:
     from rocmci.errors import RegistryError
-    from rocmci.registry import tag_exists
+    from rocmci.oci import tag_exists
 
     try:
         image = docker_client().images.get(entry.image_ref(options.repository))

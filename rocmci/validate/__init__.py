@@ -23,7 +23,6 @@ _EXPORTS = {
     "write_result": "results",
     "strict_json": "results",
     "summary": "results",
-    "record_published_digest": "results",
     "ContainerSpec": "spec",
     "container_spec": "spec",
     "probe_command": "spec",

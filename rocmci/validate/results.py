@@ -119,13 +119,3 @@ def summary(results: list[RunResult]) -> str:
         for r in results
     ]
     return table(("entry", "gpus", "probe", "smoke", "status", "detail"), rows)
-
-
-def record_published_digest(entry_dir: Path, digest: str) -> None:
-    """After a publish: the registry digest the validated image now has, so reports name the exact image."""
-    path = entry_dir / "result.json"
-    document = json.loads(path.read_text())
-    document["image"]["digest"] = digest
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(strict_json(document))
-    os.replace(temporary, path)

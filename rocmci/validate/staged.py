@@ -60,7 +60,7 @@ def _split_reference(path: Path, reference: str) -> tuple[str, str]:
 
 def resolve_recorded(entry: Entry, path: Path, record: BuildRecord, insecure: bool | None = None) -> str:
     """`<repo>@<digest>` of the recorded image, after checking the registry still has that digest under the tag."""
-    from rocmci.registry import client_for
+    from rocmci.oci import client_for
 
     repository, tag = _split_reference(path, record.reference)
     if entry.id not in record.entries:

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rocmci import registry
+from rocmci import oci
 from rocmci.errors import Problem, RegistryError, RocmciError
+from rocmci.pull.find import PullResult, pull, stderr_line
 
 if TYPE_CHECKING:
-    from rocmci.registry import AttachedReport, PullResult, RegistryClient
+    from rocmci.oci import AttachedReport, RegistryClient
 
 LOCK_SCHEMA = "rocmci.lock/v2"
 LOCKED_PINS = ("id", "gpu", "gfx", "rocm", "python", "torch", "aiter", "stack")  # from the report's entry record
@@ -75,13 +76,13 @@ class Lock(_Strict):
 
 def find_report(client: RegistryClient, name: str, image_digest: str, report_digest: str) -> AttachedReport | None:
     """The report artifact `report_digest`, if it is still attached to `image_digest` and checks out."""
-    reports, _skipped = registry.attached_reports(client, name, image_digest)
+    reports, _skipped = oci.attached_reports(client, name, image_digest)
     return next((r for r in reports if r.artifact.digest == report_digest), None)
 
 
 def lock_for(result: PullResult, client: RegistryClient) -> Lock:
     """The lock of a pull: its digest and pins, and the report it rests on with that report's verdict scope."""
-    name = registry.split_repository(result.repository)[1]
+    name = oci.split_repository(result.repository)[1]
     report = find_report(client, name, result.digest, result.report_digest)
     if report is None:
         raise RegistryError(f"the report {result.report_digest} of {result.reference} is no longer attached: pull again")
@@ -96,7 +97,7 @@ def lock_for(result: PullResult, client: RegistryClient) -> Lock:
         "pins": {key: None if value is None else str(value) for key, value in pins.items()},
         "report": {
             "digest": result.report_digest,
-            "artifactType": registry.REPORT_ARTIFACT_TYPE,
+            "artifactType": oci.REPORT_ARTIFACT_TYPE,
             "report_time": result.report_time,
             "verdict": report.verdict,
             "scope": report.documents.record.get("scope"),
@@ -116,18 +117,18 @@ def pull_and_lock(
     lock_file: Path | None = None,
     **pull_options: Any,
 ) -> tuple[PullResult, Lock | None]:
-    """registry.pull, then (with `lock_file`) the lock of what it pulled, written to that file.
+    """rocmci.pull.pull, then (with `lock_file`) the lock of what it pulled, written to that file.
 
     The destination is checked before anything is chosen or pulled, so a bad `--lock` costs no pull."""
     if lock_file is not None:
         check_lock_destination(lock_file)
-    result = registry.pull(repository, gpu, torch=torch, aiter=aiter, **pull_options)
+    result = pull(repository, gpu, torch=torch, aiter=aiter, **pull_options)
     if lock_file is None:
         return result, None
-    client = pull_options.get("client") or registry.client_for(repository)[0]
+    client = pull_options.get("client") or oci.client_for(repository)[0]
     locked = lock_for(result, client)
     write_lock(locked, lock_file)
-    pull_options.get("log", registry._stderr)(f"pull: lock written to {lock_file}")
+    pull_options.get("log", stderr_line)(f"pull: lock written to {lock_file}")
     return result, locked
 
 
@@ -216,7 +217,7 @@ class LockCheck:
 def verify_lock(lock: Lock, repository: str | None = None, client: RegistryClient | None = None) -> list[LockCheck]:
     """Whether the deployment a lock describes still holds in the registry (`repository` overrides the lock's)."""
     where = repository or lock.repository
-    client, name = (client, registry.split_repository(where)[1]) if client else registry.client_for(where)
+    client, name = (client, oci.split_repository(where)[1]) if client else oci.client_for(where)
     image = client.head_manifest(name, lock.digest)
     if image is None:
         missing = f"{where}@{lock.digest} is not in the registry (deleted, or garbage-collected)"
