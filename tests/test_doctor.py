@@ -15,21 +15,10 @@ from typing import Any
 
 import pytest
 
-from rocmci.runner.doctor import (
-    Check,
-    DoctorInputs,
-    EngineInfo,
-    HostGpus,
-    Status,
-    check_disk,
-    check_engine,
-    check_image_torch,
-    doctor_command,
-    parse_amd_smi_list,
-    parse_rocminfo,
-    run_doctor,
-)
-from rocmci.validate.host import gfx_from_target_version
+from rocmci.runner.checks import Check, Status
+from rocmci.runner.doctor import DoctorInputs, EngineInfo, check_disk, check_engine, doctor_command, run_doctor
+from rocmci.runner.gpu_checks import check_image_torch, parse_amd_smi_list, parse_rocminfo
+from rocmci.validate.host import HostGpus, gfx_from_target_version
 from tests.test_host import fake_host
 
 ROCMINFO_MI300X_X2 = """\

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -186,3 +188,70 @@ def test_parallel_validates_real_entries_at_once(engine, built_images, tmp_path,
     table = summary(results)
     assert table.splitlines()[0].split() == ["entry", "gpus", "probe", "smoke", "status", "detail"]
     assert not _managed_containers(engine, built_images.repository)
+
+
+def _push(engine, repository: str, tag: str) -> str:
+    """Push through the engine; the digest the registry now gives the tag."""
+    for line in engine.images.push(repository, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+    from rocmci.oci import client_for
+
+    client, name = client_for(repository)
+    return client.head_manifest(name, tag).digest
+
+
+def _invoke_validate_pull(reports: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "invoke", "validate", "--gpu", "local", "--pull", "--reports", str(reports)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_validate_pull_validates_the_recorded_digest_and_refuses_a_moved_tag(engine, registry, built_images, tmp_path):
+    """`invoke validate --pull` on the real registry and engine: the image the build record names is pulled by digest
+    and validated (result.json names that digest); after the tag is pushed again with other content, the run is
+    refused before anything runs, and the earlier result is gone."""
+    import uuid
+
+    from rocmci.contracts import BuildRecord
+
+    entry = built_images.local_plan.select("local")[0]
+    local = engine.images.get(entry.image_ref(built_images.repository))
+    staging = f"{registry}/rocmci-staging-test-{uuid.uuid4().hex[:8]}"
+    local.tag(staging, entry.tag)
+    digest = _push(engine, staging, entry.tag)
+    engine.images.remove(f"{staging}:{entry.tag}", noprune=True)  # the runner has no copy under the staging name
+    reports = tmp_path / "reports"
+    (reports / "builds").mkdir(parents=True)
+    record = BuildRecord(
+        build_id=entry.build_id,
+        entries=[entry.id],
+        reference=f"{staging}:{entry.tag}",
+        digest=digest,
+        image_id=local.id,
+        pushed=True,
+        finished="2026-12-02T01:00:00+00:00",
+    )
+    (reports / "builds" / f"{entry.build_id}.json").write_text(record.to_json())
+    try:
+        run = _invoke_validate_pull(reports)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert f"pulling: {staging}@{digest}" in run.stdout
+        document = json.loads((reports / entry.id / "result.json").read_text())
+        assert document["image"]["ref"] == f"{staging}@{digest}" and document["image"]["digest"] == digest
+        assert verdict_for(reports / entry.id).verdict == "pass"
+
+        dockerfile = f"FROM {staging}@{digest}\nLABEL io.rocmci.test-repush={uuid.uuid4().hex}\n".encode()
+        engine.images.build(fileobj=io.BytesIO(dockerfile), tag=f"{staging}:{entry.tag}", rm=True)
+        moved = _push(engine, staging, entry.tag)
+        assert moved != digest
+        refused = _invoke_validate_pull(reports)
+        assert refused.returncode != 0
+        assert "Traceback" not in refused.stderr
+        assert f"{staging}:{entry.tag}: the registry has {moved}, but the build recorded {digest}" in refused.stderr
+        assert "refusing to validate an image that is not the one built" in refused.stderr
+        assert not (reports / entry.id).exists(), "the earlier result must not stand in for a refused run"
+    finally:
+        for ref in (f"{staging}@{digest}", f"{staging}:{entry.tag}"):
+            with contextlib.suppress(Exception):
+                engine.images.remove(ref, noprune=True)

@@ -16,6 +16,7 @@ from rocmci.errors import RunError
 from rocmci.plan import Entry
 from rocmci.progress import Progress
 from rocmci.validate.entries import RunOptions
+from rocmci.validate.results import discard
 
 if TYPE_CHECKING:
     from rocmci.contracts import BuildRecord
@@ -103,6 +104,7 @@ def pull_recorded(entries: Sequence[Entry], options: RunOptions, progress: Progr
     refs: dict[str, str] = {}
     pulled: set[str] = set()
     for entry in entries:
+        discard(options.reports_dir / entry.id)  # refused or not, no earlier result stands in for this run
         path = record_path(options.reports_dir, entry.build_id)
         reference = resolve_recorded(entry, path, read_record(path))
         if reference not in pulled:
