@@ -183,10 +183,29 @@ def build_images(
 
 
 @reports_errors
-def validate(file: str | None, gpu: str | None, entry: str | None, registry: str | None, reports_dir: str) -> None:
+def validate(
+    file: str | None,
+    gpu: str | None,
+    entry: str | None,
+    registry: str | None,
+    reports_dir: str,
+    pull: bool = False,
+    parallel: str | int = 1,
+    render_nodes: str | None = None,
+) -> None:
     plan, entries = _for_gpu(file, gpu, entry)
-    options = validating.RunOptions(repository=repository_for(plan, registry), reports_dir=Path(reports_dir))
-    results = validating.validate_entries(plan, entries, options, _progress(entries))
+    options = validating.RunOptions(
+        repository=repository_for(plan, registry),
+        reports_dir=Path(reports_dir),
+        parallel=int(_number("--parallel", parallel, int, minimum=1) or 1),
+        render_nodes=render_nodes,
+    )
+    progress = _progress(entries)
+    if pull:
+        from rocmci.validate.staged import pull_recorded
+
+        options = pull_recorded(entries, options, progress)
+    results = validating.validate_entries(plan, entries, options, progress)
     print("\n" + validating.summary(results))
     print("verdicts come from `invoke report`; a finished run is not a pass")
     if any(r.status != "ok" for r in results):
@@ -229,13 +248,17 @@ def _exit_with(code: int) -> None:
 
 
 @reports_errors
-def doctor(file: str | None, gpu: str | None, image: str | None, min_free_gb: str | None, as_json: bool) -> None:
+def doctor(
+    file: str | None, gpu: str | None, image: str | None, min_free_gb: str | None, as_json: bool, render_nodes: str | None = None
+) -> None:
     from rocmci.runner.doctor import doctor_command
 
     min_free = _number("--min-free-gb", min_free_gb, float)
     if min_free is None:
         min_free = _number("ROCMCI_MIN_FREE_GB", os.environ.get("ROCMCI_MIN_FREE_GB"), float)
-    _exit_with(doctor_command(gpu=gpu, image=image, matrix_path=file, min_free_gb=min_free, as_json=as_json))
+    _exit_with(
+        doctor_command(gpu=gpu, image=image, matrix_path=file, min_free_gb=min_free, as_json=as_json, render_nodes=render_nodes)
+    )
 
 
 @reports_errors

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rocmci import labels
 from rocmci.engine import MANAGED_LABEL
 from rocmci.engine import docker_client as default_client
 
-ENTRY_LABEL = "io.rocmci.entry"
-DEVICES_LABEL = "io.rocmci.devices"
-ROLE_LABEL = "io.rocmci.role"
+ENTRY_LABEL = labels.ENTRY
+DEVICES_LABEL = labels.DEVICES
+ROLE_LABEL = labels.ROLE
 DEFAULT_KEEP = 2
 DEFAULT_STOP_TIMEOUT = 30
 _ACTIVE_STATES = {"running", "paused", "restarting"}
