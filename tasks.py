@@ -131,10 +131,31 @@ def build(
     )
 
 
-@task(help={"gpu": GPU, "entry": "one entry id", "registry": REGISTRY, "reports": "results directory", "file": FILE})
-def validate(c, gpu=None, entry=None, registry=None, reports="reports", file=None):
-    """Run the probe and the LayerNorm smoke test inside each built image, on the target's devices."""
-    _call(cli.validate, file=file, gpu=gpu, entry=entry, registry=registry, reports_dir=reports)
+@task(
+    help={
+        "gpu": GPU,
+        "entry": "one entry id",
+        "registry": REGISTRY,
+        "reports": "results directory",
+        "file": FILE,
+        "pull": "pull the image `invoke build --push` recorded (reports/builds/<build id>.json), by digest",
+        "parallel": "run up to N entries at once, one GPU each",
+        "render_nodes": "the GPUs this job may use, e.g. renderD128,renderD136 (default: env ROCMCI_RENDER_NODES)",
+    }
+)
+def validate(c, gpu=None, entry=None, registry=None, reports="reports", file=None, pull=False, parallel=1, render_nodes=None):
+    """Run the probe and the LayerNorm smoke test inside each built image, on the GPUs assigned to this job."""
+    _call(
+        cli.validate,
+        file=file,
+        gpu=gpu,
+        entry=entry,
+        registry=registry,
+        reports_dir=reports,
+        pull=pull,
+        parallel=parallel,
+        render_nodes=render_nodes,
+    )
 
 
 @task(help={"gpu": GPU, "reports": "results directory", "file": FILE})
@@ -150,11 +171,12 @@ def report(c, gpu=None, reports="reports", file=None):
         "min_free_gb": "free disk needed",
         "json": "print JSON",
         "file": FILE,
+        "render_nodes": "the GPUs this runner's jobs get, e.g. renderD128 (default: env ROCMCI_RENDER_NODES)",
     }
 )
-def doctor(c, gpu=None, image=None, min_free_gb=None, json=False, file=None):
+def doctor(c, gpu=None, image=None, min_free_gb=None, json=False, file=None, render_nodes=None):
     """Check that this runner can validate: engine, /dev/kfd, render nodes, groups, GPUs, disk."""
-    _call(cli.doctor, file=file, gpu=gpu, image=image, min_free_gb=min_free_gb, as_json=json)
+    _call(cli.doctor, file=file, gpu=gpu, image=image, min_free_gb=min_free_gb, as_json=json, render_nodes=render_nodes)
 
 
 @task(

@@ -200,12 +200,31 @@ def build_images(
 
 
 @reports_errors
-def validate(file: str | None, gpu: str | None, entry: str | None, registry: str | None, reports_dir: str) -> None:
+def validate(
+    file: str | None,
+    gpu: str | None,
+    entry: str | None,
+    registry: str | None,
+    reports_dir: str,
+    pull: bool = False,
+    parallel: str | int = 1,
+    render_nodes: str | None = None,
+) -> None:
     from rocmci import validate as validating
 
     plan, entries = _for_gpu(file, gpu, entry)
-    options = validating.RunOptions(repository=repository_for(plan, registry), reports_dir=Path(reports_dir))
-    results = validating.validate_entries(plan, entries, options, _progress(entries))
+    options = validating.RunOptions(
+        repository=repository_for(plan, registry, plan.staging_repository),
+        reports_dir=Path(reports_dir),
+        parallel=int(_number("--parallel", parallel, int, minimum=1) or 1),
+        render_nodes=render_nodes,
+    )
+    progress = _progress(entries)
+    if pull:
+        from rocmci.validate.staged import pull_recorded
+
+        options = pull_recorded(entries, options, progress)
+    results = validating.validate_entries(plan, entries, options, progress)
     print("\n" + validating.summary(results))
     print("verdicts come from `invoke report`; a finished run is not a pass")
     if any(r.status != "ok" for r in results):
@@ -248,13 +267,17 @@ def _exit_with(code: int) -> None:
 
 
 @reports_errors
-def doctor(file: str | None, gpu: str | None, image: str | None, min_free_gb: str | None, as_json: bool) -> None:
+def doctor(
+    file: str | None, gpu: str | None, image: str | None, min_free_gb: str | None, as_json: bool, render_nodes: str | None = None
+) -> None:
     from rocmci.runner.doctor import doctor_command
 
     min_free = _number("--min-free-gb", min_free_gb, float)
     if min_free is None:
         min_free = _number("ROCMCI_MIN_FREE_GB", os.environ.get("ROCMCI_MIN_FREE_GB"), float)
-    _exit_with(doctor_command(gpu=gpu, image=image, matrix_path=file, min_free_gb=min_free, as_json=as_json))
+    _exit_with(
+        doctor_command(gpu=gpu, image=image, matrix_path=file, min_free_gb=min_free, as_json=as_json, render_nodes=render_nodes)
+    )
 
 
 @reports_errors
@@ -427,8 +450,8 @@ def pipeline(
 ) -> None:
     """The main job, per entry: build -> validate -> verdict (judged once) -> publish -> report (rendered once, at the
     end, from the files on disk: validate's results and publish's records), ending with one summary table."""
-    from rocmci import publish as publishing
     from rocmci import build
+    from rocmci import publish as publishing
     from rocmci import report as compat
     from rocmci import validate as validating
 
@@ -436,14 +459,17 @@ def pipeline(
     repository = repository_for(plan, registry)
     progress = _progress(entries)
     options = build.BuildOptions.resolve(
-        plan.staging_repository, ca_cert=ca_cert, wheelhouse=Path(wheelhouse) if wheelhouse else None)
+        plan.staging_repository, ca_cert=ca_cert, wheelhouse=Path(wheelhouse) if wheelhouse else None
+    )
     built = {entry_id: r for r in build.build_entries(plan, entries, options, progress) for entry_id in r.entries}
     runnable = [e for e in entries if built[e.id].status != "failed"]
     reports = Path(reports_dir)
     ran = (
         {
             r.entry_id: r
-            for r in validating.validate_entries(plan, runnable, validating.RunOptions(plan.staging_repository, reports), progress)
+            for r in validating.validate_entries(
+                plan, runnable, validating.RunOptions(plan.staging_repository, reports), progress
+            )
         }
         if runnable
         else {}

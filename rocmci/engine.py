@@ -8,8 +8,10 @@ import os
 import docker
 from docker.errors import DockerException
 
+from rocmci import labels
 from rocmci.errors import EngineUnavailable
 
+MANAGED_LABEL = labels.MANAGED_LABEL
 # Longer than any check step (rocmci/run.py STEP_TIMEOUT_S): a silent step must end by its own timeout, not the socket's.
 DEFAULT_TIMEOUT_S = 3600
 

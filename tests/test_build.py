@@ -23,9 +23,8 @@ from rocmci.build import (
     cached_steps_below_aiter,
     file_server,
 )
-from rocmci.oci import RegistryClient, tag_exists
-from rocmci.plan import load_plan
 from rocmci.oci import Descriptor, RegistryClient, tag_exists
+from rocmci.plan import load_plan
 from tests.helpers import ROOT, BuiltImages, FixtureWheels, fixture_wheel, unavailable, write_fixture_matrix
 
 BAD_TORCH_STACK = """\

@@ -15,22 +15,12 @@ from typing import Any
 
 import pytest
 
-from rocmci.runner.doctor import (
-    Check,
-    DoctorInputs,
-    EngineInfo,
-    HostGpus,
-    Status,
-    check_disk,
-    check_engine,
-    check_image_torch,
-    doctor_command,
-    gfx_from_target_version,
-    parse_amd_smi_list,
-    parse_rocminfo,
-    run_doctor,
-)
+from rocmci.runner.checks import Check, Status
+from rocmci.runner.doctor import DoctorInputs, EngineInfo, check_disk, check_engine, doctor_command, run_doctor
+from rocmci.runner.gpu_checks import check_image_torch, parse_amd_smi_list, parse_rocminfo
+from rocmci.validate.host import HostGpus, gfx_from_target_version
 from tests.helpers import require_module, unavailable
+from tests.test_host import fake_host
 
 ROCMINFO_MI300X_X2 = """\
 ROCk module version 6.8.5 is loaded
@@ -124,17 +114,8 @@ MI300X, MI325X, MI350X, MI355X = 0x74A1, 0x74A5, 0x75A0, 0x75A3  # PCI device id
 
 
 def gpu_host(root: Path, gfx_versions: Sequence[int] = (90402, 90402), device_id: int = MI300X) -> DoctorInputs:
-    """A /dev, /sys and /etc/group like an AMD runner's, under `root`; the KFD topology writes ids in decimal."""
-    dev, sys_root = root / "dev", root / "sys"
-    (dev / "dri").mkdir(parents=True)
-    (dev / "kfd").symlink_to("/dev/null")  # a character device, as /dev/kfd is
-    for minor in range(128, 128 + len(gfx_versions)):
-        (dev / "dri" / f"renderD{minor}").touch()
-    nodes = sys_root / "devices/virtual/kfd/kfd/topology/nodes"
-    for i, version in enumerate((0, *gfx_versions)):  # node 0 is the CPU
-        (nodes / str(i)).mkdir(parents=True)
-        ids = f"vendor_id 4098\ndevice_id {device_id}\n" if version else "vendor_id 0\ndevice_id 0\n"
-        (nodes / str(i) / "properties").write_text(f"cpu_cores_count 96\ngfx_target_version {version}\n{ids}")
+    """A /dev, /sys and /etc/group like an AMD runner's, under `root` (tests/test_host.py: fake_host)."""
+    dev, sys_root = fake_host(root, gfx_versions, device_id)
     etc_group = root / "group"
     etc_group.write_text(f"root:x:0:\nvideo:x:44:\nrender:x:{os.getgid()}:\n")
     runner, which = fake_tools()
@@ -187,6 +168,39 @@ def test_ready_gpu_runner(tmp_path: Path) -> None:
     assert checks["gpu-model"].detail == "2 x AMD Instinct MI300X (0x74a1)"
     assert f"render={os.getgid()}" in checks["groups"].detail
     assert checks["image-torch"].status is Status.SKIP
+    assignment = checks["assignment"]  # two GPUs and none assigned: validate refuses until the owner sets one
+    assert assignment.status is Status.WARN and "2 GPUs, none assigned" in assignment.detail
+    assert "ROCMCI_RENDER_NODES=renderD128" in assignment.fix and "--parallel" in assignment.fix
+
+
+def test_doctor_shows_the_assignment(tmp_path: Path) -> None:
+    inputs = gpu_host(tmp_path, (90402,) * 4)
+    inputs.env = {"ROCMCI_RENDER_NODES": "renderD152"}
+    assignment = by_name(run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=inputs).checks)["assignment"]
+    assert assignment.status is Status.OK
+    assert assignment.detail == "renderD152 (KFD node 4, gfx942) (ROCMCI_RENDER_NODES)"
+    inputs.render_nodes = "renderD136,renderD144"  # the option wins over the variable
+    assignment = by_name(run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=inputs).checks)["assignment"]
+    assert (
+        assignment.detail.startswith("renderD136 (KFD node 2, gfx942), renderD144 (KFD node 3")
+        and "--render-nodes" in assignment.detail
+    )
+
+
+def test_a_bad_assignment_fails(tmp_path: Path) -> None:
+    inputs = gpu_host(tmp_path)
+    inputs.render_nodes = "renderD129"  # counted from renderD128, but the second GPU is renderD136
+    report = run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=inputs)
+    assignment = by_name(report.checks)["assignment"]
+    assert assignment.status is Status.FAIL and report.exit_code == 1
+    assert "renderD129 is not the render node of any GPU in the KFD topology" in assignment.detail
+    assert "renderD136 (KFD node 2, gfx942)" in assignment.detail
+
+
+def test_one_gpu_host_assigns_its_gpu(tmp_path: Path) -> None:
+    checks = by_name(run_doctor("mi300x", FakeTarget(), min_free_gb=0, inputs=gpu_host(tmp_path, (90402,))).checks)
+    assert checks["assignment"].status is Status.OK
+    assert checks["assignment"].detail == "renderD128 (KFD node 1, gfx942) (the host's only GPU)"
 
 
 def test_wrong_gfx_on_runner_fails_with_label_fix(tmp_path: Path) -> None:
@@ -219,7 +233,17 @@ def test_bare_machine_says_what_is_missing(tmp_path: Path) -> None:
     failed = [c.name for c in report.checks if c.status is Status.FAIL]
     assert failed == ["driver"], "one missing driver is one root cause, not one failure per symptom"
     assert "no render node and no GPU" in checks["driver"].detail  # what follows from it
-    for name in ("kfd", "render-nodes", "groups", "kfd-topology", "gpu-model", "rocminfo", "amd-smi", "image-torch"):
+    for name in (
+        "kfd",
+        "render-nodes",
+        "groups",
+        "kfd-topology",
+        "gpu-model",
+        "assignment",
+        "rocminfo",
+        "amd-smi",
+        "image-torch",
+    ):
         assert checks[name].status is Status.SKIP, checks[name]
     assert "see driver" in checks["kfd"].detail
     assert checks["engine"].status is Status.OK and checks["disk"].status is Status.OK
@@ -317,7 +341,7 @@ def test_image_torch_agreement() -> None:
 
     assert check_image_torch("img", answer(2), host, "gfx942").status is Status.OK
     one = check_image_torch("img", answer(1), host, "gfx942")
-    assert one.status is Status.FAIL and "rocminfo sees 2" in one.detail
+    assert one.status is Status.FAIL and "rocminfo has 2" in one.detail
     cuda = check_image_torch("img", answer(0, hip=None), host, "gfx942")
     assert cuda.status is Status.FAIL and "ROCm index" in cuda.fix
     broken = check_image_torch("img", lambda: (1, "ModuleNotFoundError: No module named 'torch'"), host, "gfx942")

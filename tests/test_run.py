@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -15,35 +17,35 @@ import pytest
 from rocmci.plan import load_plan
 from rocmci.report import verdict_for
 from rocmci.validate import RunOptions, container_spec, probe_command, smoke_command, validate_entries
+from rocmci.validate.host import Request, assigned_gpus
 from tests.helpers import ROOT
+from tests.test_host import fake_host
 
 
-def _fake_dev(tmp_path: Path, kfd: bool = True, render: bool = True) -> Path:
+def _bare_dev(tmp_path: Path) -> Path:
+    """A /dev without /dev/kfd or render nodes (and no KFD topology in the real /sys here): no GPU to give."""
     dev = tmp_path / "dev"
     (dev / "dri").mkdir(parents=True)
-    if kfd:
-        (dev / "kfd").touch()
-    if render:
-        (dev / "dri" / "renderD128").touch()
     return dev
 
 
 def test_amd_policy_resolves_devices_and_numeric_groups(tmp_path):
     entry = load_plan().select("mi355x")[0]
-    spec = container_spec(entry, _fake_dev(tmp_path))
-    assert [d.split(":")[1] for d in spec.devices] == ["/dev/kfd", "/dev/dri"]
+    dev, sys_root = fake_host(tmp_path, (90500,))
+    spec = container_spec(entry, dev, assigned_gpus(Request(), dev, sys_root).gpus)
+    assert [d.split(":")[1] for d in spec.devices] == ["/dev/kfd", "/dev/dri/renderD128"]
     assert all(d.endswith(":rwm") for d in spec.devices)
     assert spec.missing_devices == []
-    render_gid = str((tmp_path / "dev" / "dri" / "renderD128").stat().st_gid)
+    render_gid = str((dev / "dri" / "renderD128").stat().st_gid)
     assert render_gid in spec.group_add and all(g.isdigit() for g in spec.group_add)
     assert spec.shm_size == "16g" and spec.network_mode == "none"
     assert spec.labels["io.rocmci.role"] == "validate" and spec.labels["io.rocmci.entry"] == entry.id
-    assert spec.labels["io.rocmci.devices"] == "/dev/kfd,/dev/dri"
+    assert spec.labels["io.rocmci.devices"] == "/dev/kfd,/dev/dri/renderD128"
 
 
 def test_missing_gpu_devices_are_named(tmp_path):
     entry = load_plan().select("mi300x")[0]
-    spec = container_spec(entry, _fake_dev(tmp_path, kfd=False, render=False))
+    spec = container_spec(entry, _bare_dev(tmp_path))
     assert spec.missing_devices == ["/dev/kfd", "/dev/dri/renderD*"]
 
 
@@ -101,7 +103,7 @@ def test_amd_entry_without_gpu_is_never_a_pass(engine, built_images, tmp_path):
     local_ref = built_images.local_plan.select("local")[0].image_ref(built_images.repository)
     engine.images.get(local_ref).tag(f"{built_images.repository}", entry.tag)
     try:
-        options = RunOptions(repository=built_images.repository, reports_dir=tmp_path, dev_root=_fake_dev(tmp_path, False, False))
+        options = RunOptions(repository=built_images.repository, reports_dir=tmp_path, dev_root=_bare_dev(tmp_path))
         [result] = validate_entries(plan, [entry], options)
     finally:
         engine.images.remove(entry.image_ref(built_images.repository), noprune=True)
@@ -137,3 +139,119 @@ def test_ctrl_c_removes_the_container_and_leaves_no_result(engine, built_images,
     assert not _managed_containers(engine, built_images.repository)
     assert not list(tmp_path.glob("*/result.json")), "an interrupted run must not leave a result"
     assert not list(tmp_path.glob(".*")), "no temporary result directory may be left"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_containers_of_two_jobs_see_only_their_own_render_node(engine, built_images, tmp_path):
+    """Real containers on a fake device tree (render nodes are links to /dev/null, a real character device): the job
+    given renderD136 sees exactly /dev/kfd and /dev/dri/renderD136 inside, the other job only its renderD184."""
+    from rocmci.validate.container import check_container
+
+    dev, sys_root = fake_host(tmp_path, (90402,) * 8)
+    entry = load_plan().select("mi300x")[0]
+    local_ref = built_images.local_plan.select("local")[0].image_ref(built_images.repository)
+    seen = {}
+    for node in ("renderD136", "renderD184"):
+        gpus = assigned_gpus(Request((node,), "--render-nodes"), dev, sys_root).gpus
+        with check_container(local_ref, container_spec(entry, dev, gpus)) as container:
+            code, out = container.exec_run(["sh", "-c", "ls /dev/dri; test -c /dev/kfd && echo kfd"])
+        assert code == 0, out
+        seen[node] = out.decode().split()
+    assert seen == {"renderD136": ["renderD136", "kfd"], "renderD184": ["renderD184", "kfd"]}
+    assert not _managed_containers(engine, built_images.repository)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_parallel_validates_real_entries_at_once(engine, built_images, tmp_path, capsys):
+    """`--parallel 3` on the real engine: the local entry and the two fixture entries run at the same time, every
+    progress line whole and prefixed by its entry, each result written, and the summary table at the end."""
+    from rocmci.validate import summary
+
+    entries = built_images.local_plan.select("local") + list(built_images.fixture_plan.entries)
+    assert len(entries) == 3
+    options = RunOptions(repository=built_images.repository, reports_dir=tmp_path, parallel=3)
+    results = validate_entries(built_images.local_plan, entries, options)
+    assert [r.entry_id for r in results] == [e.id for e in entries]
+    assert [r.status for r in results] == ["ok", "ok", "checks failed"]  # fixture-bad's aiter fails the smoke test
+    spans = []
+    for result in results:
+        document = json.loads((tmp_path / result.entry_id / "result.json").read_text())
+        spans.append((document["started"], document["finished"]))
+    assert max(start for start, _ in spans) < min(end for _, end in spans), f"the entries did not overlap: {spans}"
+    out = capsys.readouterr().out.splitlines()
+    assert any("[parallel" in line and "up to 3 entries at once" in line for line in out)
+    ids = {e.id for e in entries}
+    for line in out:
+        assert any(f"[{entry_id}" in line for entry_id in ids) or "[parallel" in line, line
+    table = summary(results)
+    assert table.splitlines()[0].split() == ["entry", "gpus", "probe", "smoke", "status", "detail"]
+    assert not _managed_containers(engine, built_images.repository)
+
+
+def _push(engine, repository: str, tag: str) -> str:
+    """Push through the engine; the digest the registry now gives the tag."""
+    for line in engine.images.push(repository, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+    from rocmci.oci import client_for
+
+    client, name = client_for(repository)
+    return client.head_manifest(name, tag).digest
+
+
+def _invoke_validate_pull(reports: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "invoke", "validate", "--gpu", "local", "--pull", "--reports", str(reports)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_validate_pull_validates_the_recorded_digest_and_refuses_a_moved_tag(engine, registry, built_images, tmp_path):
+    """`invoke validate --pull` on the real registry and engine: the image the build record names is pulled by digest
+    and validated (result.json names that digest); after the tag is pushed again with other content, the run is
+    refused before anything runs, and the earlier result is gone."""
+    import uuid
+
+    from rocmci.contracts import BuildRecord
+
+    entry = built_images.local_plan.select("local")[0]
+    local = engine.images.get(entry.image_ref(built_images.repository))
+    staging = f"{registry}/rocmci-staging-test-{uuid.uuid4().hex[:8]}"
+    local.tag(staging, entry.tag)
+    digest = _push(engine, staging, entry.tag)
+    engine.images.remove(f"{staging}:{entry.tag}", noprune=True)  # the runner has no copy under the staging name
+    reports = tmp_path / "reports"
+    (reports / "builds").mkdir(parents=True)
+    record = BuildRecord(
+        build_id=entry.build_id,
+        entries=[entry.id],
+        reference=f"{staging}:{entry.tag}",
+        digest=digest,
+        image_id=local.id,
+        pushed=True,
+        finished="2026-12-02T01:00:00+00:00",
+    )
+    (reports / "builds" / f"{entry.build_id}.json").write_text(record.to_json())
+    try:
+        run = _invoke_validate_pull(reports)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert f"pulling: {staging}@{digest}" in run.stdout
+        document = json.loads((reports / entry.id / "result.json").read_text())
+        assert document["image"]["ref"] == f"{staging}@{digest}" and document["image"]["digest"] == digest
+        assert verdict_for(reports / entry.id).verdict == "pass"
+
+        dockerfile = f"FROM {staging}@{digest}\nLABEL io.rocmci.test-repush={uuid.uuid4().hex}\n".encode()
+        engine.images.build(fileobj=io.BytesIO(dockerfile), tag=f"{staging}:{entry.tag}", rm=True)
+        moved = _push(engine, staging, entry.tag)
+        assert moved != digest
+        refused = _invoke_validate_pull(reports)
+        assert refused.returncode != 0
+        assert "Traceback" not in refused.stderr
+        assert f"{staging}:{entry.tag}: the registry has {moved}, but the build recorded {digest}" in refused.stderr
+        assert "refusing to validate an image that is not the one built" in refused.stderr
+        assert not (reports / entry.id).exists(), "the earlier result must not stand in for a refused run"
+    finally:
+        for ref in (f"{staging}@{digest}", f"{staging}:{entry.tag}"):
+            with contextlib.suppress(Exception):
+                engine.images.remove(ref, noprune=True)

@@ -102,10 +102,10 @@ def report_manifest(subject: Descriptor, documents: ReportDocuments, record: Des
 def _report_annotations(documents: ReportDocuments) -> dict[str, str]:
     return {
         "org.opencontainers.image.created": str(documents.record.get("report_time")),
-        labels.VERDICT: documents.verdict,
-        labels.ENTRY: str(documents.entry.get("id", "")),
-        labels.GPU: str(documents.entry.get("gpu", "")),
-    } | ({labels.STACK: str(documents.entry["stack"])} if documents.entry.get("stack") else {})
+        labels.VERDICT_LABEL: documents.verdict,
+        labels.ENTRY_LABEL: str(documents.entry.get("id", "")),
+        labels.GPU_LABEL: str(documents.entry.get("gpu", "")),
+    } | ({labels.STACK_LABEL: str(documents.entry["stack"])} if documents.entry.get("stack") else {})
 
 
 def attach_report(
@@ -224,9 +224,9 @@ def attached_reports(
 
 def passing_on(gpu: str, stack: str | None = None) -> Callable[[Descriptor], str | None]:
     def keep(artifact: Descriptor) -> str | None:
-        verdict = artifact.annotations.get(labels.VERDICT, "pass")
-        on = artifact.annotations.get(labels.GPU, gpu)
-        with_stack = artifact.annotations.get(labels.STACK) or stack
+        verdict = artifact.annotations.get(labels.VERDICT_LABEL, "pass")
+        on = artifact.annotations.get(labels.GPU_LABEL, gpu)
+        with_stack = artifact.annotations.get(labels.STACK_LABEL) or stack
         if verdict != "pass":
             return f"verdict {verdict}"
         if stack and with_stack != stack:

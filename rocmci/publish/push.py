@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rocmci.errors import RegistryError, RocmciError
-from rocmci.labels import EXTRA_CA
+from rocmci.labels import EXTRA_CA_LABEL
 from rocmci.oci import (
     PASSWORD_ENV,
     USER_ENV,
@@ -88,7 +88,7 @@ def _local_image(engine: docker.DockerClient, item: PublishItem) -> Any:
         image = engine.images.get(item.local_ref)
     except ImageNotFound:
         raise ImageMissing(f"{item.local_ref} is not in the local engine (run invoke build and validate first)") from None
-    if image.labels.get(EXTRA_CA) == "baked":
+    if image.labels.get(EXTRA_CA_LABEL) == "baked":
         raise RegistryError(
             f"{item.local_ref} has a private CA baked in (--bake-ca): it is for its build host only, never published"
         )

@@ -10,67 +10,42 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import shutil
 import stat
-import subprocess
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from enum import StrEnum
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rocmci import labels
 from rocmci.engine import docker_client as default_client
-from rocmci.labels import DEVICES_LABEL, DOCTOR_SCHEMA, GPU_LABEL, MANAGED_LABEL, ROLE_LABEL
+from rocmci.runner.checks import Check, Runner, Status, run_command
+from rocmci.runner.gpu_checks import (
+    check_amd_smi,
+    check_gpu_model,
+    check_image_torch,
+    check_kfd_topology,
+    check_rocminfo,
+    probe_image_torch,
+)
+from rocmci.validate.host import (
+    KFD_TOPOLOGY,
+    RENDER_NODES_ENV,
+    DeviceAssignmentError,
+    Gpu,
+    GroupIds,
+    HostGpus,
+    NoneAssigned,
+    assigned_gpus,
+    device_mappings,
+    find_render_nodes,
+    read_groups,
+    requested_render_nodes,
+    summarize,
+)
 
 DEFAULT_MIN_FREE_GB_AMD = 50.0  # ROCm images are 20-30 GB; loading one needs room for its layers on top
 DEFAULT_MIN_FREE_GB_CPU = 10.0
-ROCMINFO_CANDIDATES = ("rocminfo", "/opt/rocm/bin/rocminfo")
-AMD_SMI_CANDIDATES = ("amd-smi", "/opt/rocm/bin/amd-smi")
-KFD_TOPOLOGY = "devices/virtual/kfd/kfd/topology/nodes"
-
-# Runs inside the image as `python -P -c`: what torch sees through the device flags, as one JSON line.
-TORCH_PROBE = (
-    "import json, torch\n"
-    "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
-    "gfx = [torch.cuda.get_device_properties(i).gcnArchName.split(':')[0] for i in range(n)]\n"
-    "print(json.dumps({'hip': torch.version.hip, 'torch': torch.__version__, 'count': n, 'gfx': gfx}))\n"
-)
-
-
-class Status(StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "FAIL"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-
-
-@dataclass(frozen=True)
-class HostGpus:
-    """GPUs as one source (kfd topology, rocminfo, amd-smi, torch in the image) sees them."""
-
-    source: str
-    count: int
-    gfx: tuple[str, ...]
-    device_ids: tuple[int, ...] = ()  # PCI device ids (vendor 0x1002), where the source gives them
-
-
-@dataclass(frozen=True)
-class GpuModel:
-    """One GPU model of rocmci/resources/gpus.yaml."""
-
-    key: str
-    name: str
-    gfx: str
-    device_ids: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -80,18 +55,6 @@ class EngineInfo:
     api_version: str = ""
     root_dir: str = ""
     error: str = ""
-
-
-@dataclass(frozen=True)
-class GroupIds:
-    video: int | None
-    render: int | None
-    render_node_gids: tuple[int, ...] = ()
-
-    def group_add(self, fallback: Sequence[str]) -> list[str]:
-        """Numeric gids for `docker run --group-add`: names are resolved inside the image, gids are not."""
-        gids = {g for g in (self.video, self.render, *self.render_node_gids) if g is not None}
-        return [str(g) for g in sorted(gids)] if gids else list(fallback)
 
 
 @dataclass(frozen=True)
@@ -114,7 +77,7 @@ class DoctorReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": DOCTOR_SCHEMA,
+            "schema": labels.DOCTOR_SCHEMA,
             "gpu": self.gpu,
             "gpu_required": self.gpu_required,
             "can_validate": self.can_validate,
@@ -158,32 +121,6 @@ class TargetLike(Protocol):
     def gfx(self) -> str | None: ...
     @property
     def device_policy(self) -> DevicePolicyLike: ...
-
-
-Runner = Callable[[Sequence[str]], tuple[int, str]]
-
-
-def run_command(argv: Sequence[str], timeout: float = 120) -> tuple[int, str]:
-    """Run a host command; (exit code, stdout+stderr). A missing binary or a hang is exit code 127/124."""
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError as exc:
-        return 127, str(exc)
-    except subprocess.TimeoutExpired:
-        return 124, f"{argv[0]} did not answer within {timeout:.0f} s"
-    return done.returncode, (done.stdout or "") + (done.stderr or "")
-
-
-def find_tool(candidates: Sequence[str], which: Callable[[str], str | None] = shutil.which) -> str | None:
-    for candidate in candidates:
-        found = which(candidate)
-        if found:
-            return found
-    return None
-
-
-def _tail(text: str, lines: int = 3) -> str:
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
 
 
 # ---------------------------------------------------------------- engine, buildx, disk
@@ -309,11 +246,6 @@ def check_kfd(dev_root: Path = Path("/dev")) -> Check:
     return Check("kfd", Status.OK, f"{kfd} present")
 
 
-def find_render_nodes(dev_root: Path = Path("/dev")) -> list[Path]:
-    dri = dev_root / "dri"
-    return sorted(dri.glob("renderD*"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0)) if dri.is_dir() else []
-
-
 def check_render_nodes(dev_root: Path = Path("/dev")) -> Check:
     nodes = find_render_nodes(dev_root)
     if not nodes:
@@ -325,25 +257,6 @@ def check_render_nodes(dev_root: Path = Path("/dev")) -> Check:
             "the driver did not bring up",
         )
     return Check("render-nodes", Status.OK, f"{len(nodes)}: " + ", ".join(p.name for p in nodes))
-
-
-def read_group_ids(etc_group: Path = Path("/etc/group")) -> dict[str, int]:
-    groups: dict[str, int] = {}
-    try:
-        text = etc_group.read_text()
-    except OSError:
-        return groups
-    for line in text.splitlines():
-        parts = line.split(":")
-        if len(parts) >= 3 and parts[2].isdigit():
-            groups.setdefault(parts[0], int(parts[2]))
-    return groups
-
-
-def read_groups(etc_group: Path, render_nodes: Sequence[Path]) -> GroupIds:
-    names = read_group_ids(etc_group)
-    node_gids = tuple(sorted({p.stat().st_gid for p in render_nodes}))
-    return GroupIds(video=names.get("video"), render=names.get("render"), render_node_gids=node_gids)
 
 
 def check_groups(groups: GroupIds, etc_group: Path = Path("/etc/group")) -> Check:
@@ -372,288 +285,38 @@ def check_groups(groups: GroupIds, etc_group: Path = Path("/etc/group")) -> Chec
     )
 
 
-# ---------------------------------------------------------------- GPUs: kfd topology, rocminfo, amd-smi
-
-
-def gfx_from_target_version(version: int) -> str:
-    """kfd's gfx_target_version (major*10000 + minor*100 + stepping) as a gfx name: 90402 -> gfx942, 90010 -> gfx90a."""
-    major, minor, stepping = version // 10000, (version // 100) % 100, version % 100
-    return f"gfx{major}{minor:x}{stepping:x}"
-
-
-def _node_number(properties: Path) -> int:
-    return int(properties.parent.name) if properties.parent.name.isdigit() else -1
-
-
-def read_kfd_topology(sys_root: Path = Path("/sys")) -> HostGpus | None:
-    """GPU nodes of the KFD topology: gfx from `gfx_target_version`, PCI id from `device_id` (both decimal)."""
-    nodes = sys_root / KFD_TOPOLOGY
-    if not nodes.is_dir():
-        return None
-    gfx: list[str] = []
-    device_ids: list[int] = []
-    for props in sorted(nodes.glob("*/properties"), key=_node_number):
-        values = dict(line.split(None, 1) for line in props.read_text().splitlines() if len(line.split(None, 1)) == 2)
-        version = int(values.get("gfx_target_version", "0").strip() or 0)
-        if version:  # CPU nodes report 0
-            gfx.append(gfx_from_target_version(version))
-            device_ids.append(int(values.get("device_id", "0").strip() or 0))
-    return HostGpus("kfd topology", len(gfx), tuple(gfx), tuple(device_ids))
-
-
-@functools.cache
-def gpu_models() -> dict[str, GpuModel]:
-    """rocmci/resources/gpus.yaml's models, by the target name that means each."""
-    from rocmci import resources
-
-    models = resources.load("gpus.yaml")["models"]
-    return {
-        key: GpuModel(key, model["name"], model["gfx"], frozenset(int(i, 16) for i in model["pci_device_ids"]))
-        for key, model in models.items()
-    }
-
-
-def model_of_device(device_id: int) -> GpuModel | None:
-    return next((model for model in gpu_models().values() if device_id in model.device_ids), None)
-
-
-def model_of_target(gpu: str) -> GpuModel | None:
-    """The model a target name means: `mi300x`, or the part before a dash (`mi300x-8gpu`)."""
-    models = gpu_models()
-    return models.get(gpu) or models.get(gpu.split("-", 1)[0])
-
-
-def _describe_models(device_ids: Sequence[int]) -> str:
-    counts: dict[str, int] = {}
-    for device_id in device_ids:
-        model = model_of_device(device_id)
-        name = f"{model.name} (0x{device_id:04x})" if model else f"an unknown device 0x{device_id:04x}"
-        counts[name] = counts.get(name, 0) + 1
-    return ", ".join(f"{n} x {name}" for name, n in counts.items())
-
-
-def check_gpu_model(gpu: str | None, seen: HostGpus) -> Check:
-    """The GPU model, not only the gfx: MI300X and MI325X share gfx942 but not their peak bandwidth."""
-    if not seen.device_ids:
-        return Check("gpu-model", Status.SKIP, f"{seen.source} gives no PCI device ids: model not checked")
-    found = _describe_models(seen.device_ids)
-    want = model_of_target(gpu) if gpu else None
-    if gpu is None:
-        return Check("gpu-model", Status.OK, found)
-    if want is None:
-        return Check(
-            "gpu-model",
-            Status.SKIP,
-            f"{found}; target {gpu} names no model of rocmci/resources/gpus.yaml, so the model is not compared",
-        )
-    others = sorted({m.key for m in map(model_of_device, seen.device_ids) if m is not None and m != want})
-    if others:
-        return Check(
-            "gpu-model",
-            Status.FAIL,
-            f"this runner has {found}, but target {gpu} is {want.name}",
-            f"label this runner {' / '.join(others)}, not {gpu} (the smoke test judges bandwidth against the target's "
-            f"peak), or run {gpu} jobs on {want.name} hosts",
-        )
-    if any(model_of_device(d) is None for d in seen.device_ids):
-        return Check(
-            "gpu-model",
-            Status.WARN,
-            f"{found}: cannot tell whether every GPU is {want.name}",
-            "add the device id to rocmci/resources/gpus.yaml (its source: pci.ids) if it is a known model",
-        )
-    return Check("gpu-model", Status.OK, found)
-
-
-def parse_rocminfo(text: str) -> HostGpus:
-    """GPU agents from `rocminfo`: blocks `Agent N` whose `Device Type` is GPU, their `Name: gfxNNN`."""
-    gfx: list[str] = []
-    for block in re.split(r"^\s*\*+\s*\n\s*Agent \d+\s*\n\s*\*+\s*$", text, flags=re.MULTILINE)[1:]:
-        kind = re.search(r"^\s*Device Type:\s*(\S+)", block, flags=re.MULTILINE)
-        name = re.search(r"^\s*Name:\s*(gfx[0-9a-f]+)\s*$", block, flags=re.MULTILINE)
-        if kind and kind.group(1).upper() == "GPU":
-            gfx.append(name.group(1) if name else "unknown")
-    return HostGpus("rocminfo", len(gfx), tuple(gfx))
-
-
-def parse_amd_smi_list(text: str) -> int | None:
-    """GPU count from `amd-smi list --json` (a list of GPUs, or an object holding one); None if unreadable."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if isinstance(data, dict):
-        data = next((v for v in data.values() if isinstance(v, list)), None)
-    return len(data) if isinstance(data, list) else None
-
-
-def _gpu_agreement(name: str, seen: HostGpus, expect_gfx: str | None, fix_hint: str) -> Check:
-    detail = f"{seen.count} GPU(s): {', '.join(seen.gfx) or '-'}"
-    if seen.count == 0:
-        return Check(name, Status.FAIL, f"{seen.source} sees no GPU", fix_hint)
-    if expect_gfx and expect_gfx not in seen.gfx:
-        return Check(
-            name,
-            Status.FAIL,
-            f"{detail}; the target needs {expect_gfx}",
-            f"this runner has {', '.join(sorted(set(seen.gfx)))}: fix its labels so {expect_gfx} jobs do not land here",
-        )
-    return Check(name, Status.OK, detail)
-
-
-def check_kfd_topology(sys_root: Path, expect_gfx: str | None) -> tuple[Check, HostGpus | None]:
-    seen = read_kfd_topology(sys_root)
-    if seen is None:
-        return Check(
-            "kfd-topology",
-            Status.FAIL,
-            f"{sys_root / KFD_TOPOLOGY} missing: no KFD",
-            "load the amdgpu driver (`sudo modprobe amdgpu`)",
-        ), None
-    return _gpu_agreement("kfd-topology", seen, expect_gfx, "check `dmesg | grep -i amdgpu` for driver errors"), seen
-
-
-def check_rocminfo(
-    reference: HostGpus | None, runner: Runner = run_command, which: Callable[[str], str | None] = shutil.which
-) -> Check:
-    """Optional cross-check of the KFD topology: the images carry their own ROCm, so the host needs no rocminfo."""
-    tool = find_tool(ROCMINFO_CANDIDATES, which)
-    if not tool:
-        return Check("rocminfo", Status.SKIP, "rocminfo not installed (optional: the KFD topology gives the GPUs)")
-    code, out = runner([tool])
-    if code != 0:
-        return Check(
-            "rocminfo",
-            Status.WARN,
-            f"`{tool}` exited {code}: {_tail(out)}",
-            "optional: rocminfo needs /dev/kfd readable by this user (render and video groups); the containers get "
-            "the devices from Docker either way",
-        )
-    seen = parse_rocminfo(out)
-    detail = f"{seen.count} GPU(s): {', '.join(seen.gfx) or '-'}"
-    if reference is not None and sorted(seen.gfx) != sorted(reference.gfx):
-        return Check(
-            "rocminfo",
-            Status.WARN,
-            f"{detail}, but the {reference.source} has {reference.count}: {', '.join(reference.gfx) or '-'}",
-            "a GPU is hidden from this user or in a bad state: see `dmesg | grep -i amdgpu`",
-        )
-    return Check("rocminfo", Status.OK, detail)
-
-
-def check_amd_smi(
-    reference: HostGpus | None, runner: Runner = run_command, which: Callable[[str], str | None] = shutil.which
-) -> Check:
-    tool = find_tool(AMD_SMI_CANDIDATES, which)
-    if not tool:
-        return Check("amd-smi", Status.SKIP, "amd-smi not installed (optional)")
-    code, out = runner([tool, "list", "--json"])
-    count = parse_amd_smi_list(out) if code == 0 else None
-    if count is None:
-        return Check(
-            "amd-smi",
-            Status.WARN,
-            f"`{tool} list --json` exited {code}: {_tail(out)}",
-            "optional: repair the ROCm SMI install (`amd-smi version`)",
-        )
-    if reference is not None and count != reference.count:
-        return Check(
-            "amd-smi",
-            Status.WARN,
-            f"{count} GPU(s), but the {reference.source} has {reference.count}",
-            "a GPU is hidden or in a bad state: see `amd-smi list` and `dmesg`",
-        )
-    return Check("amd-smi", Status.OK, f"{count} GPU(s)")
-
-
-# ---------------------------------------------------------------- torch in the image
-
-
-def probe_image_torch(
-    client: Any,
-    image: str,
-    devices: Sequence[str],
-    group_add: Sequence[str],
-    shm_size: str,
-    network: str,
-    gpu: str | None,
-    timeout: float = 300,
-) -> tuple[int, str]:
-    """Run TORCH_PROBE in `image` with the device flags; (exit code, stdout). The container is labelled and removed."""
-    labels = {
-        MANAGED_LABEL: "true",
-        ROLE_LABEL: "doctor",
-        GPU_LABEL: gpu or "",
-        DEVICES_LABEL: ",".join(devices),
-    }
-    container = client.containers.create(
-        image,
-        entrypoint=["python", "-P", "-c", TORCH_PROBE],
-        devices=[f"{d}:{d}:rwm" for d in devices],
-        group_add=list(group_add),
-        shm_size=shm_size,
-        network_mode=network,
-        labels=labels,
-        detach=True,
-    )
-    try:
-        container.start()
-        code = int(container.wait(timeout=timeout).get("StatusCode", 1))
-        out = container.logs(stdout=True, stderr=code != 0).decode(errors="replace")
-    finally:
-        container.remove(force=True)
-    return code, out
-
-
-def check_image_torch(
-    image: str | None, probe: Callable[[], tuple[int, str]] | None, host: HostGpus | None, expect_gfx: str | None
-) -> Check:
-    if not image:
-        return Check("image-torch", Status.SKIP, "no --image given: torch in the image not probed")
-    if probe is None:
-        return Check("image-torch", Status.SKIP, f"{image}: not probed (engine or devices missing, see above)")
-    try:
-        code, out = probe()
-    except Exception as exc:  # docker errors: image missing, bad device, group not found
-        return Check(
-            "image-torch",
-            Status.FAIL,
-            f"{image}: could not run the probe: {exc}",
-            f"load or pull {image} first; check the device flags with `docker run --device /dev/kfd ...`",
-        )
-    last = out.strip().splitlines()[-1] if out.strip() else ""
-    try:
-        seen = json.loads(last)
-    except ValueError:
-        return Check(
-            "image-torch",
-            Status.FAIL,
-            f"{image}: probe exited {code}: {_tail(out)}",
-            "the image needs torch and `python` on PATH",
-        )
-    torch_gpus = HostGpus("torch in the image", int(seen.get("count", 0)), tuple(seen.get("gfx", [])))
-    what = f"torch {seen.get('torch')} (hip {seen.get('hip')}) sees {torch_gpus.count} GPU(s): {', '.join(torch_gpus.gfx) or '-'}"
-    if expect_gfx is None:
-        return Check("image-torch", Status.OK, what)
-    if not seen.get("hip"):
-        return Check("image-torch", Status.FAIL, what, "the image has a non-ROCm torch: reinstall torch from the ROCm index")
-    if host is not None and torch_gpus.count != host.count:
-        return Check(
-            "image-torch",
-            Status.FAIL,
-            f"{what}; {host.source} sees {host.count}",
-            "pass every GPU: --device /dev/kfd --device /dev/dri, and the render gid via --group-add",
-        )
-    return _gpu_agreement("image-torch", torch_gpus, expect_gfx, "pass --device /dev/kfd --device /dev/dri")
-
-
 # ---------------------------------------------------------------- assembly
 
 
-GPU_CHECKS = ("kfd", "render-nodes", "groups", "kfd-topology", "gpu-model", "rocminfo", "amd-smi")
+GPU_CHECKS = ("kfd", "render-nodes", "groups", "kfd-topology", "gpu-model", "assignment", "rocminfo", "amd-smi")
 
 
-def _host_gpu_checks(gpu: str | None, expect_gfx: str | None, io: DoctorInputs) -> tuple[list[Check], HostGpus | None, GroupIds]:
+def check_assignment(io: DoctorInputs) -> tuple[Check, tuple[Gpu, ...]]:
+    """The GPUs a validation job on this runner gets (--render-nodes, or ROCMCI_RENDER_NODES set by the runner's owner)."""
+    try:
+        assignment = assigned_gpus(requested_render_nodes(io.render_nodes, io.env), io.dev_root, io.sys_root)
+    except NoneAssigned as exc:
+        shown = ", ".join(g.describe() for g in exc.gpus)
+        return Check(
+            "assignment",
+            Status.WARN,
+            f"{len(exc.gpus)} GPUs, none assigned to this runner: {shown}",
+            f"set {RENDER_NODES_ENV} for each runner to the render node(s) of its GPU(s), e.g. "
+            f"{RENDER_NODES_ENV}={exc.gpus[0].render_node}; until then `invoke validate` refuses to run here "
+            "except with --parallel N (one GPU per entry)",
+        ), exc.gpus
+    except DeviceAssignmentError as exc:
+        return Check(
+            "assignment", Status.FAIL, str(exc), f"name render nodes of this host's GPUs (see kfd-topology) in {RENDER_NODES_ENV}"
+        ), ()
+    if not assignment.gpus:
+        return Check("assignment", Status.FAIL, "no GPU to assign: the KFD topology lists none", "see kfd-topology"), ()
+    return Check("assignment", Status.OK, assignment.describe()), assignment.gpus
+
+
+def _host_gpu_checks(
+    gpu: str | None, expect_gfx: str | None, io: DoctorInputs
+) -> tuple[list[Check], HostGpus | None, GroupIds, tuple[Gpu, ...]]:
     """GPU_CHECKS, with the driver loaded: devices, groups, then the GPUs from sysfs first and the tools as cross-checks."""
     nodes = find_render_nodes(io.dev_root)
     groups = read_groups(io.etc_group, nodes)
@@ -662,9 +325,10 @@ def _host_gpu_checks(gpu: str | None, expect_gfx: str | None, io: DoctorInputs) 
         model = check_gpu_model(gpu, topo)
     else:
         model = Check("gpu-model", Status.SKIP, "not run: see kfd-topology")
+    assignment, gpus = check_assignment(io)
     checks = [check_kfd(io.dev_root), check_render_nodes(io.dev_root), check_groups(groups, io.etc_group), topo_check, model]
-    checks += [check_rocminfo(topo, io.runner, io.which), check_amd_smi(topo, io.runner, io.which)]
-    return checks, topo, groups
+    checks += [assignment, check_rocminfo(topo, io.runner, io.which), check_amd_smi(topo, io.runner, io.which)]
+    return checks, topo, groups, gpus
 
 
 @dataclass
@@ -677,6 +341,8 @@ class DoctorInputs:
     runner: Runner = run_command
     which: Callable[[str], str | None] = shutil.which
     client_factory: Callable[[], Any] | None = None
+    render_nodes: str | None = None  # --render-nodes; None reads ROCMCI_RENDER_NODES from env
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
 def min_free_gb_for(target: TargetLike | None, override: float | None = None) -> float:
@@ -702,28 +368,33 @@ def run_doctor(
     expect_gfx = target.gfx if target is not None else None
     engine, client = probe_engine(io.client_factory)
     checks = [check_engine(engine), check_buildx(io.runner, io.which("docker"))]
-    host: HostGpus | None = None
+    assigned: HostGpus | None = None
+    gpus: tuple[Gpu, ...] = ()
     groups = GroupIds(None, None)
     if gpu_required:
         driver = check_driver(io.dev_root, io.sys_root)
         checks.append(driver)
         if driver.status is Status.OK:
-            gpu_checks, host, groups = _host_gpu_checks(gpu, expect_gfx, io)
+            gpu_checks, _topology, groups, gpus = _host_gpu_checks(gpu, expect_gfx, io)
             checks += gpu_checks
+            assigned = summarize(gpus, "the assignment") if gpus else None
         else:
             checks += [Check(name, Status.SKIP, "not run: no amdgpu driver (see driver)") for name in GPU_CHECKS]
     else:
         reason = f"not needed for target {gpu} (cpu only: no aiter kernel runs there)"
         checks += [Check(name, Status.SKIP, reason) for name in ("driver", *GPU_CHECKS)]
-    devices_ok = not gpu_required or all(c.status is Status.OK for c in checks if c.name in ("driver", "kfd", "render-nodes"))
+    devices_ok = not gpu_required or (
+        all(c.status is Status.OK for c in checks if c.name in ("driver", "kfd", "render-nodes")) and bool(gpus)
+    )
     probe: Callable[[], tuple[int, str]] | None = None
     if image and client is not None and devices_ok:
         policy = target.device_policy if target is not None else None
-        devices = list(policy.devices) if policy else (["/dev/kfd", "/dev/dri"] if gpu_required else [])
+        wanted = list(policy.devices) if policy else (["/dev/kfd", "/dev/dri"] if gpu_required else [])
+        devices, _missing = device_mappings(wanted, io.dev_root, gpus)
         group_add = groups.group_add(policy.group_add if policy else ["video", "render"]) if gpu_required else []
         shm, network = (policy.shm_size, policy.network) if policy else ("2g", "none")
         probe = functools.partial(probe_image_torch, client, image, devices, group_add, shm, network, gpu)
-    checks.append(check_image_torch(image, probe, host, expect_gfx))
+    checks.append(check_image_torch(image, probe, assigned, expect_gfx))
     checks.append(check_engine_disk(engine, min_free_gb_for(target, min_free_gb)))
     return DoctorReport(gpu=gpu, gpu_required=gpu_required, checks=tuple(checks))
 
@@ -734,8 +405,10 @@ def doctor_command(
     matrix_path: str | None = None,
     min_free_gb: float | None = None,
     as_json: bool = False,
+    render_nodes: str | None = None,
 ) -> int:
-    """`invoke doctor [--gpu G] [--image REF] [--min-free-gb N] [--json]`: print the report, return the exit code."""
+    """`invoke doctor [--gpu G] [--image REF] [--min-free-gb N] [--render-nodes R] [--json]`: print the report, return
+    the exit code."""
     target = None
     if gpu is not None:
         from rocmci.errors import MatrixError, Problem
@@ -748,6 +421,6 @@ def doctor_command(
                 [Problem(matrix_path or "matrix.yaml", None, "--gpu", f"unknown GPU target {gpu!r} (known: {known})")]
             )
         target = targets[gpu]
-    report = run_doctor(gpu, target, image=image, min_free_gb=min_free_gb)
+    report = run_doctor(gpu, target, image=image, min_free_gb=min_free_gb, inputs=DoctorInputs(render_nodes=render_nodes))
     print(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     return report.exit_code
