@@ -523,12 +523,27 @@ def _cpu_run_failures(ev: Evidence) -> list[str]:
     return reasons
 
 
+def _unpinned_notes(ev: Evidence) -> list[str]:
+    """An image checked by `invoke check --image` pins nothing: what the probe found without an expectation is said,
+    never compared (so never a match)."""
+    if not ev.entry.get("external") or ev.probe is None:
+        return []
+    versions = ev.probe.versions
+    found = {
+        "torch": versions.get("torch"),
+        "aiter": versions.get("aiter_import") or versions.get("aiter_dist"),
+        "rocm": versions.get("torch_hip"),
+    }
+    unasked = [f"{name} {value or 'none'}" for name, value in found.items() if not ev.entry.get(name)]
+    return [f"not pinned, so not compared: found {', '.join(unasked)}"] if unasked else []
+
+
 def judge(ev: Evidence) -> Verdict:
     """The verdict rules (see module docs of verdict_for)."""
     kind = str(ev.entry.get("kind") or "amd")
     fixture = bool(ev.entry.get("fixture"))
     intended: Scope = "cpu-only" if kind == "cpu" else "gpu"
-    notes = ([CPU_ONLY_NOTE] if kind == "cpu" else []) + ([FIXTURE_NOTE] if fixture else [])
+    notes = ([CPU_ONLY_NOTE] if kind == "cpu" else []) + ([FIXTURE_NOTE] if fixture else []) + _unpinned_notes(ev)
     if ev.not_run:
         return Verdict("not-run", intended, [ev.not_run], notes, fixture, kind)
     errors = list(ev.problems)
@@ -934,9 +949,9 @@ def _stack_pins(entry: Mapping[str, Any]) -> str:
     parts = [
         f"ROCm {entry['rocm']}" if entry.get("rocm") else "no ROCm",
         f"Python {entry.get('python')}",
-        f"torch {entry.get('torch')}",
+        f"torch {entry.get('torch') or 'not pinned'}",
     ]
-    parts.append(f"aiter {entry.get('aiter')} ({entry.get('aiter_source')}, {entry.get('aiter_kernels')})")
+    parts.append(f"aiter {entry.get('aiter') or 'not pinned'} ({entry.get('aiter_source')}, {entry.get('aiter_kernels')})")
     parts.append(f"base {entry.get('base_image')}")
     return ", ".join(parts)
 
@@ -1607,8 +1622,11 @@ def _entry_card(item: EntryReport) -> str:
         ("stack", entry.get("stack")),
         ("ROCm", entry.get("rocm") or "none"),
         ("Python", entry.get("python")),
-        ("torch", f"{entry.get('torch')} from {entry.get('torch_index')}"),
-        ("aiter", f"{entry.get('aiter')} ({entry.get('aiter_source')}: {entry.get('aiter_spec')}; {entry.get('aiter_kernels')})"),
+        ("torch", f"{entry.get('torch') or 'not pinned'} from {entry.get('torch_index')}"),
+        (
+            "aiter",
+            f"{entry.get('aiter') or 'not pinned'} ({entry.get('aiter_source')}: {entry.get('aiter_spec')}; {entry.get('aiter_kernels')})",
+        ),
         ("base image", entry.get("base_image")),
         ("tag", entry.get("tag")),
     ]

@@ -58,6 +58,9 @@ class ContainerSpec:
     security_opt: list[str] = field(default_factory=list)
     ulimits: list[Ulimit] = field(default_factory=list)
     missing_devices: list[str] = field(default_factory=list)
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)  # `invoke check --image`: rocmci's checks, read-only
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    working_dir: str = "/tmp"
 
 
 @dataclass
@@ -280,7 +283,9 @@ def check_container(image_ref: str, spec: ContainerSpec, cleanup: Cleanup | None
         security_opt=spec.security_opt or None,
         ulimits=spec.ulimits or None,
         environment={"PYTHONUNBUFFERED": "1"},
-        working_dir="/tmp",
+        volumes=spec.volumes or None,
+        tmpfs=spec.tmpfs or None,
+        working_dir=spec.working_dir,
     )
     cleanup.container_id = container.id
     graceful = True
