@@ -533,7 +533,11 @@ def check_torch(probe: Probe, args: argparse.Namespace) -> Any:
             "reinstall from https://download.pytorch.org/whl/rocmX.Y and keep PIP_CONSTRAINT pointing at the pinned torch.",
         )
     wanted_rocm = args.expect_rocm_version
-    if wanted_rocm and torch.version.hip is not None and torch.version.hip.split(".")[: wanted_rocm.count(".") + 1] != wanted_rocm.split("."):
+    if (
+        wanted_rocm
+        and torch.version.hip is not None
+        and torch.version.hip.split(".")[: wanted_rocm.count(".") + 1] != wanted_rocm.split(".")
+    ):
         probe.add(
             "torch.rocm_version_mismatch",
             "error",
