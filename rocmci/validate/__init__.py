@@ -61,6 +61,7 @@ class ContainerSpec:
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)  # `invoke check --image`: rocmci's checks, read-only
     tmpfs: dict[str, str] = field(default_factory=dict)
     working_dir: str = "/tmp"
+    entrypoint: list[str] | None = None  # [""]: the image's own ENTRYPOINT (a server, say) is not run
 
 
 @dataclass
@@ -286,6 +287,7 @@ def check_container(image_ref: str, spec: ContainerSpec, cleanup: Cleanup | None
         volumes=spec.volumes or None,
         tmpfs=spec.tmpfs or None,
         working_dir=spec.working_dir,
+        entrypoint=spec.entrypoint,
     )
     cleanup.container_id = container.id
     graceful = True
@@ -438,12 +440,19 @@ def _run_checks(entry: Entry, options: RunOptions, progress: Progress, result: R
                     container, smoke_command(entry, entry.target), options.step_timeout_s, work / "smoke.json", work / "smoke.log"
                 )
             result.phase = "removing the check container"
-    except (RunError, DockerException, RequestException, OSError) as exc:
-        # The engine went away, a socket timed out, the image could not start: an error result, never a traceback.
-        detail = str(exc) if isinstance(exc, RunError) else f"{result.phase} failed: {type(exc).__name__}: {exc}"
-        result.error = "; ".join(filter(None, [result.error, detail]))
+    except RUN_FAILURES as exc:
+        fold_error(result, exc)
     if cleanup.problem:
         result.error = "; ".join(filter(None, [result.error, cleanup.problem]))
+
+
+RUN_FAILURES = (RunError, DockerException, RequestException, OSError)
+
+
+def fold_error(result: RunResult, exc: BaseException) -> None:
+    """The engine went away, a socket timed out, the image could not start: an error result, never a traceback."""
+    detail = str(exc) if isinstance(exc, RunError) else f"{result.phase} failed: {type(exc).__name__}: {exc}"
+    result.error = "; ".join(filter(None, [result.error, detail]))
 
 
 def _now() -> str:

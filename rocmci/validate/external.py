@@ -27,6 +27,7 @@ from rocmci.errors import RunError
 from rocmci.plan import PIN_LABELS, ROOT, Gates, Target
 from rocmci.progress import Progress
 from rocmci.validate import (
+    RUN_FAILURES,
     Cleanup,
     Interrupted,
     RunResult,
@@ -35,6 +36,7 @@ from rocmci.validate import (
     _interrupts_as_exceptions,
     check_container,
     container_spec,
+    fold_error,
     run_step,
     smoke_command,
     write_result,
@@ -131,10 +133,6 @@ class ExternalEntry:
     python: str | None = None
 
     @property
-    def gfx(self) -> str | None:
-        return self.target.gfx
-
-    @property
     def is_amd(self) -> bool:
         return self.target.kind == "amd"
 
@@ -143,7 +141,7 @@ class ExternalEntry:
         return {
             "id": self.id,
             "gpu": self.gpu,
-            "gfx": self.gfx,
+            "gfx": self.target.gfx,
             "kind": self.target.kind,
             "stack": "external",
             "external": True,
@@ -192,6 +190,7 @@ def check_spec(entry: ExternalEntry, dev_root: Path) -> Any:
         volumes={str(CHECKS_SOURCE): {"bind": CHECKS_MOUNT, "mode": "ro"}},
         tmpfs={EMPTY_WORKDIR: "rw,size=256m,mode=1777"},
         working_dir=EMPTY_WORKDIR,
+        entrypoint=[""],  # an image's ENTRYPOINT (vLLM's starts its server) would take `sleep infinity` as arguments
         labels={**spec.labels, "io.rocmci.image": entry.reference.text},
     )
 
@@ -202,7 +201,7 @@ def probe_command(entry: ExternalEntry, python: Interpreter) -> list[str]:
         if value:
             command += [flag, value]
     if entry.is_amd:
-        command += ["--expect-gfx", entry.gfx or "", "--expect-rocm"]
+        command += ["--expect-gfx", entry.target.gfx or "", "--expect-rocm"]
         command += ["--expect-rocm-version", entry.expect.rocm] if entry.expect.rocm else []
     else:
         command.append("--cpu-only")
@@ -298,7 +297,7 @@ def _run(
         if entry.is_amd and spec.missing_devices:
             result.error = (
                 f"no AMD GPU on this host: {', '.join(spec.missing_devices)} missing; "
-                f"{entry.gpu} can only be checked on a runner with {entry.gfx} GPUs (see `invoke doctor`)"
+                f"{entry.gpu} can only be checked on a runner with {entry.target.gfx} GPUs (see `invoke doctor`)"
             )
         result.phase = "starting the check container"
         with check_container(entry.reference.text, spec, cleanup) as container:
@@ -318,9 +317,8 @@ def _run(
                 progress.line(entry.id, "smoke", " ".join(command[1:]))
                 result.smoke = run_step(container, command, timeout_s, work / "smoke.json", work / "smoke.log")
             result.phase = "removing the check container"
-    except (RunError, DockerException, RequestException, OSError) as exc:
-        detail = str(exc) if isinstance(exc, RunError) else f"{result.phase} failed: {type(exc).__name__}: {exc}"
-        result.error = "; ".join(filter(None, [result.error, detail]))
+    except RUN_FAILURES as exc:
+        fold_error(result, exc)
     if cleanup.problem:
         result.error = "; ".join(filter(None, [result.error, cleanup.problem]))
     return entry
