@@ -534,6 +534,8 @@ def _unpinned_notes(ev: Evidence) -> list[str]:
         "aiter": versions.get("aiter_import") or versions.get("aiter_dist"),
         "rocm": versions.get("torch_hip"),
     }
+    if ev.entry.get("kind") == "cpu":
+        del found["rocm"]  # nothing on a CPU target runs ROCm, nor can expect it
     unasked = [f"{name} {value or 'none'}" for name, value in found.items() if not ev.entry.get(name)]
     return [f"not pinned, so not compared: found {', '.join(unasked)}"] if unasked else []
 
