@@ -29,6 +29,7 @@ from rocmci.progress import Progress
 from rocmci.validate import (
     RUN_FAILURES,
     Cleanup,
+    ContainerSpec,
     Interrupted,
     RunResult,
     StepOutcome,
@@ -181,7 +182,7 @@ class Interpreter:
         return [self.path, "-P"] if self.version >= (3, 11) else [self.path]
 
 
-def check_spec(entry: ExternalEntry, dev_root: Path) -> Any:
+def check_spec(entry: ExternalEntry, dev_root: Path) -> ContainerSpec:
     """rocmci.validate's container spec for the target (devices, groups, shm, network), plus the read-only checks
     mount and the empty working directory."""
     spec = container_spec(entry, dev_root)  # type: ignore[arg-type]  # ExternalEntry carries what it reads
