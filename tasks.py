@@ -158,6 +158,43 @@ def validate(c, gpu=None, entry=None, registry=None, reports="reports", file=Non
     )
 
 
+@task(
+    help={
+        "image": "the image to check, e.g. ghcr.io/acme/sglang:v0.5 (rocmci did not build it; it declares no pins)",
+        "gpu": GPU,
+        "expect_torch": "torch version the image must hold (else the report says what it found, without comparing)",
+        "expect_aiter": "aiter version or git commit the image must hold",
+        "expect_rocm": "ROCm version torch must be built for, e.g. 7.2 (AMD targets)",
+        "reports": "results and reports directory",
+        "attach": "attach the report to the image's digest in its registry",
+        "file": FILE,
+    }
+)
+def check(
+    c,
+    image=None,
+    gpu=None,
+    expect_torch=None,
+    expect_aiter=None,
+    expect_rocm=None,
+    reports="reports/check",
+    attach=False,
+    file=None,
+):
+    """Validate an image rocmci did not build: rocmci's probe and smoke test (mounted read-only) on the target's devices."""
+    _call(
+        cli.check_image,
+        file=file,
+        image=image,
+        gpu=gpu,
+        expect_torch=expect_torch,
+        expect_aiter=expect_aiter,
+        expect_rocm=expect_rocm,
+        reports_dir=reports,
+        attach=attach,
+    )
+
+
 @task(help={"gpu": GPU, "reports": "results directory", "file": FILE})
 def report(c, gpu=None, reports="reports", file=None):
     """Turn validation results into compat.json/.md, junit.xml, index.html and in-toto statements."""

@@ -147,6 +147,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--expect-aiter", metavar="V", help="pinned aiter version, checked against aiter.__version__ and package metadata"
     )
     p.add_argument("--expect-rocm", action="store_true", help="torch must be a ROCm (HIP) build")
+    p.add_argument("--expect-rocm-version", metavar="V", help="torch must be built for this ROCm, e.g. 7.2 (torch.version.hip)")
     p.add_argument(
         "--cpu-only", action="store_true", help="CPU-only image: a failed aiter import for lack of ROCm and no GPU are expected"
     )
@@ -155,8 +156,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--skip-first-call", action="store_true", help="do not call layernorm2d_fwd (no JIT build is triggered)")
     args = p.parse_args(argv)
-    if args.cpu_only and (args.expect_rocm or args.expect_gfx):
-        raise UsageError("--cpu-only contradicts --expect-rocm / --expect-gfx")
+    if args.cpu_only and (args.expect_rocm or args.expect_gfx or args.expect_rocm_version):
+        raise UsageError("--cpu-only contradicts --expect-rocm / --expect-rocm-version / --expect-gfx")
+    if args.expect_rocm_version and not re.fullmatch(r"[0-9]+(\.[0-9]+){1,2}", args.expect_rocm_version):
+        raise UsageError(f"--expect-rocm-version must look like 7.2, got {args.expect_rocm_version!r}")
     if args.expect_gfx and not re.fullmatch(r"gfx[0-9a-f]+", args.expect_gfx):
         raise UsageError(f"--expect-gfx must look like gfx942, got {args.expect_gfx!r}")
     return args
@@ -529,6 +532,19 @@ def check_torch(probe: Probe, args: argparse.Namespace) -> Any:
             f"torch {torch.__version__} is {build}, but this image pins ROCm: a later pip install probably replaced the ROCm wheel; "
             "reinstall from https://download.pytorch.org/whl/rocmX.Y and keep PIP_CONSTRAINT pointing at the pinned torch.",
         )
+    wanted_rocm = args.expect_rocm_version
+    if (
+        wanted_rocm
+        and torch.version.hip is not None
+        and torch.version.hip.split(".")[: wanted_rocm.count(".") + 1] != wanted_rocm.split(".")
+    ):
+        probe.add(
+            "torch.rocm_version_mismatch",
+            "error",
+            f"torch {torch.__version__} is built for ROCm {torch.version.hip}, expected ROCm {wanted_rocm}: use the torch wheel of that ROCm.",
+        )
+    elif wanted_rocm and torch.version.hip is None and not args.expect_rocm:
+        probe.add("torch.not_rocm", "error", f"torch {torch.__version__} is not a ROCm build, expected ROCm {wanted_rocm}.")
     if args.expect_torch and not version_matches(torch.__version__, args.expect_torch):
         probe.add(
             "torch.version_mismatch",
@@ -907,6 +923,7 @@ def expectations(args: argparse.Namespace) -> dict[str, Any]:
         "torch": args.expect_torch,
         "aiter": args.expect_aiter,
         "rocm": args.expect_rocm,
+        "rocm_version": args.expect_rocm_version,
         "cpu_only": args.cpu_only,
     }
 

@@ -247,6 +247,48 @@ def report(file: str | None, gpu: str | None, reports_dir: str) -> None:
     print("verdicts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+@reports_errors
+def check_image(
+    file: str | None,
+    image: str | None,
+    gpu: str | None,
+    expect_torch: str | None,
+    expect_aiter: str | None,
+    expect_rocm: str | None,
+    reports_dir: str,
+    attach: bool,
+) -> None:
+    """`invoke check --image`: rocmci.check runs it; here the summary and the exit code (0 only for a pass)."""
+    from rocmci import check
+    from rocmci import report as compat
+
+    if not image:
+        raise RocmciError("--image: required: the image reference to check, e.g. ghcr.io/acme/sglang:v0.5")
+    plan, _entries = _for_gpu(file, gpu, None)
+    request = check.CheckRequest(image, gpu or "", expect_torch, expect_aiter, expect_rocm, Path(reports_dir), attach)
+    outcome = check.run_check(plan, request)
+    compat.append_step_summary(outcome.paths.compat_md.read_text())
+    item = outcome.item
+    attached = outcome.attached.reference if outcome.attached else "-"
+    print(
+        "\n"
+        + table(
+            ("image", "gpu", "verdict", "checked with", "report attached to"),
+            [(image, gpu, item.label, _expected(outcome), attached)],
+        )
+    )
+    for line in item.verdict.reasons + item.verdict.notes:
+        print(f"  {line}")
+    print(f"reports: {outcome.paths.compat_md}, {outcome.paths.index_html}, {reports_dir}/{item.id}/")
+    if not item.verdict.passed:
+        raise TaskFailed(1)
+
+
+def _expected(outcome) -> str:
+    given = {k: v for k, v in outcome.entry.expect.as_json().items() if v}
+    return ", ".join(f"{k} {v}" for k, v in given.items()) or "no expectations"
+
+
 def _number(flag: str, text: str | int | float | None, kind: type, minimum: float = 0) -> int | float | None:
     """A numeric flag, or a one-line error naming it."""
     if text is None or text == "":

@@ -181,8 +181,11 @@ def _card(item: EntryReport) -> dict[str, Any]:
         ("stack", entry.get("stack")),
         ("ROCm", entry.get("rocm") or "none"),
         ("Python", entry.get("python")),
-        ("torch", f"{entry.get('torch')} from {entry.get('torch_index')}"),
-        ("aiter", f"{entry.get('aiter')} ({entry.get('aiter_source')}: {entry.get('aiter_spec')}; {entry.get('aiter_kernels')})"),
+        ("torch", f"{entry.get('torch') or 'not pinned'} from {entry.get('torch_index')}"),
+        (
+            "aiter",
+            f"{entry.get('aiter') or 'not pinned'} ({entry.get('aiter_source')}: {entry.get('aiter_spec')}; {entry.get('aiter_kernels')})",
+        ),
         ("base image", entry.get("base_image")),
         ("tag", entry.get("tag")),
     ]

@@ -44,9 +44,9 @@ def _stack_pins(entry: Mapping[str, Any]) -> str:
     parts = [
         f"ROCm {entry['rocm']}" if entry.get("rocm") else "no ROCm",
         f"Python {entry.get('python')}",
-        f"torch {entry.get('torch')}",
+        f"torch {entry.get('torch') or 'not pinned'}",
     ]
-    parts.append(f"aiter {entry.get('aiter')} ({entry.get('aiter_source')}, {entry.get('aiter_kernels')})")
+    parts.append(f"aiter {entry.get('aiter') or 'not pinned'} ({entry.get('aiter_source')}, {entry.get('aiter_kernels')})")
     parts.append(f"base {entry.get('base_image')}")
     return ", ".join(parts)
 

@@ -214,12 +214,29 @@ def _cpu_run_failures(ev: Evidence) -> list[str]:
     return reasons
 
 
+def _unpinned_notes(ev: Evidence) -> list[str]:
+    """An image checked by `invoke check --image` pins nothing: what the probe found without an expectation is said,
+    never compared (so never a match)."""
+    if not ev.entry.get("external") or ev.probe is None:
+        return []
+    versions = ev.probe.versions
+    found = {
+        "torch": versions.get("torch"),
+        "aiter": versions.get("aiter_import") or versions.get("aiter_dist"),
+        "rocm": versions.get("torch_hip"),
+    }
+    if ev.entry.get("kind") == "cpu":
+        del found["rocm"]  # nothing on a CPU target runs ROCm, nor can expect it
+    unasked = [f"{name} {value or 'none'}" for name, value in found.items() if not ev.entry.get(name)]
+    return [f"not pinned, so not compared: found {', '.join(unasked)}"] if unasked else []
+
+
 def judge(ev: Evidence) -> Verdict:
     """The verdict rules (see module docs of verdict_for)."""
     kind = str(ev.entry.get("kind") or "amd")
     fixture = bool(ev.entry.get("fixture"))
     intended: Scope = "cpu-only" if kind == "cpu" else "gpu"
-    notes = ([CPU_ONLY_NOTE] if kind == "cpu" else []) + ([FIXTURE_NOTE] if fixture else [])
+    notes = ([CPU_ONLY_NOTE] if kind == "cpu" else []) + ([FIXTURE_NOTE] if fixture else []) + _unpinned_notes(ev)
     if ev.not_run:
         return Verdict(VerdictName.NOT_RUN, intended, [ev.not_run], notes, fixture, kind)
     errors = list(ev.problems)

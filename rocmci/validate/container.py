@@ -96,7 +96,10 @@ def check_container(image_ref: str, spec: ContainerSpec, cleanup: Cleanup | None
         security_opt=spec.security_opt or None,
         ulimits=spec.ulimits or None,
         environment={"PYTHONUNBUFFERED": "1"},
-        working_dir="/tmp",
+        volumes=spec.volumes or None,
+        tmpfs=spec.tmpfs or None,
+        working_dir=spec.working_dir,
+        entrypoint=spec.entrypoint,
     )
     cleanup.container_id = container.id
     graceful = True

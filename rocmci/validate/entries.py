@@ -161,9 +161,6 @@ def validate_entry(
 def _run_checks(
     entry: Entry, options: RunOptions, progress: Progress, result: RunResult, work: Path, cleanup: Cleanup, gpus: Sequence[Gpu]
 ) -> None:
-    from docker.errors import DockerException
-    from requests.exceptions import RequestException
-
     try:
         result.phase = "looking up the image"
         result.image = _image_facts(_ensure_image(result.image_ref, options.pull_missing, progress, entry.id), result.image_ref)
@@ -193,12 +190,24 @@ def _run_checks(
                     container, smoke_command(entry, entry.target), options.step_timeout_s, work / "smoke.json", work / "smoke.log"
                 )
             result.phase = "removing the check container"
-    except (RunError, DockerException, RequestException, OSError) as exc:
-        # The engine went away, a socket timed out, the image could not start: an error result, never a traceback.
-        detail = str(exc) if isinstance(exc, RunError) else f"{result.phase} failed: {type(exc).__name__}: {exc}"
-        result.error = "; ".join(filter(None, [result.error, detail]))
+    except run_failures() as exc:
+        fold_error(result, exc)
     if cleanup.problem:
         result.error = "; ".join(filter(None, [result.error, cleanup.problem]))
+
+
+def run_failures() -> tuple[type[BaseException], ...]:
+    """What a check run folds into an error result; imported when a run starts (the task list loads no Docker SDK)."""
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+
+    return (RunError, DockerException, RequestException, OSError)
+
+
+def fold_error(result: RunResult, exc: BaseException) -> None:
+    """The engine went away, a socket timed out, the image could not start: an error result, never a traceback."""
+    detail = str(exc) if isinstance(exc, RunError) else f"{result.phase} failed: {type(exc).__name__}: {exc}"
+    result.error = "; ".join(filter(None, [result.error, detail]))
 
 
 class SerializedProgress(Progress):

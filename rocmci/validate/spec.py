@@ -30,6 +30,10 @@ class ContainerSpec:
     security_opt: list[str] = field(default_factory=list)
     ulimits: list[Any] = field(default_factory=list)  # docker.types.Ulimit
     missing_devices: list[str] = field(default_factory=list)
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)  # `invoke check --image`: rocmci's checks, read-only
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    working_dir: str = "/tmp"
+    entrypoint: list[str] | None = None  # [""]: the image's own ENTRYPOINT (a server, say) is not run
 
     @property
     def render_nodes(self) -> list[str]:
