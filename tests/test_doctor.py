@@ -367,30 +367,43 @@ def test_this_machine_reports_missing_gpu_and_exits_nonzero(capsys: pytest.Captu
     assert doctor_command("local", min_free_gb=1) == 0
 
 
-@pytest.mark.docker
-def test_image_probe_runs_in_a_labelled_container_and_cleans_up(tmp_path: Path) -> None:
+def _engine() -> Any:
     docker = require_module("docker")
     try:
         client = docker.from_env(timeout=120)
         client.ping()
     except Exception as exc:
         unavailable(f"Docker engine not reachable ({exc}); scripts/test starts one")
+    return client
+
+
+def _busybox_image(client: Any, tmp_path: Path, fake_python: str) -> str:
+    """An image of a static busybox whose `python` is the shell script given (it stands in for `python -P -c <probe>`)."""
     busybox = next((Path(p) for p in ("/bin/busybox", "/usr/bin/busybox") if Path(p).is_file()), None)
     if busybox is None:
         unavailable("no static busybox to make a test image from: apt-get install busybox-static")
-    fake_python = tmp_path / "python"  # stands in for `python -P -c <probe>`: what CPU torch would print
-    fake_python.write_text('#!/bin/sh\necho \'{"hip": null, "torch": "2.13.0+cpu", "count": 0, "gfx": []}\'\n')
-    fake_python.chmod(0o755)
+    script = tmp_path / "python"
+    script.write_text(fake_python)
+    script.chmod(0o755)
     rootfs = tmp_path / "rootfs.tar"
     with tarfile.open(rootfs, "w") as tar:
         tar.add(busybox, arcname="bin/busybox")
-        tar.add(fake_python, arcname="bin/python")
-        link = tarfile.TarInfo("bin/sh")
-        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-        tar.addfile(link)
+        tar.add(script, arcname="bin/python")
+        for applet in ("sh", "ls", "wc"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
     ref = f"rocmci-doctor-test:{uuid.uuid4().hex[:12]}"
     repo, tag = ref.split(":")
     client.api.import_image_from_data(rootfs.read_bytes(), repository=repo, tag=tag)
+    return ref
+
+
+@pytest.mark.docker
+def test_image_probe_runs_in_a_labelled_container_and_cleans_up(tmp_path: Path) -> None:
+    client = _engine()
+    # what CPU torch would print
+    ref = _busybox_image(client, tmp_path, '#!/bin/sh\necho \'{"hip": null, "torch": "2.13.0+cpu", "count": 0, "gfx": []}\'\n')
     try:
         target = FakeTarget(gfx=None, kind="cpu", device_policy=FakePolicy([], [], "64m"))
         inputs = DoctorInputs(client_factory=lambda: client)
@@ -398,6 +411,39 @@ def test_image_probe_runs_in_a_labelled_container_and_cleans_up(tmp_path: Path) 
         probe = by_name(report.checks)["image-torch"]
         assert probe.status is Status.OK, probe
         assert "torch 2.13.0+cpu (hip None) sees 0 GPU(s)" in probe.detail
+        assert client.containers.list(all=True, filters={"ancestor": ref}) == []
+    finally:
+        client.images.remove(ref, force=True)
+
+
+# A `python` that answers as ROCm torch would with the render nodes the container was given: one gfx942 GPU each.
+COUNTING_PYTHON = """#!/bin/sh
+n=$(ls /dev/dri | wc -l)
+gfx=""
+i=0
+while [ $i -lt $n ]; do gfx="$gfx${gfx:+, }\\"gfx942\\""; i=$((i + 1)); done
+echo "{\\"hip\\": \\"7.2.0\\", \\"torch\\": \\"2.13.0\\", \\"count\\": $n, \\"gfx\\": [$gfx]}"
+"""
+
+
+@pytest.mark.docker
+def test_image_torch_is_compared_with_the_assigned_gpus(tmp_path: Path) -> None:
+    """The real engine, a fake 4-GPU device tree (render nodes are links to /dev/null): the probe container gets
+    /dev/kfd and the assigned render nodes only, and doctor compares torch's count with the assignment's."""
+    client = _engine()
+    ref = _busybox_image(client, tmp_path, COUNTING_PYTHON)
+    try:
+        for assigned, count in (("renderD136", 1), ("renderD128,renderD152", 2)):
+            inputs = gpu_host(tmp_path / f"host-{count}", (90402,) * 4)
+            inputs.client_factory, inputs.render_nodes = (lambda: client), assigned
+            checks = by_name(run_doctor("mi300x", FakeTarget(), image=ref, min_free_gb=0, inputs=inputs).checks)
+            assert checks["assignment"].status is Status.OK, checks["assignment"]
+            probe = checks["image-torch"]
+            assert probe.status is Status.OK, probe
+            assert probe.detail == f"{count} GPU(s): " + ", ".join(["gfx942"] * count)
+        assert check_image_torch(
+            ref, lambda: (0, '{"hip": "7.2.0", "count": 4, "gfx": []}'), HostGpus("the assignment", 1, ("gfx942",)), "gfx942"
+        ).detail.endswith("the assignment has 1")
         assert client.containers.list(all=True, filters={"ancestor": ref}) == []
     finally:
         client.images.remove(ref, force=True)

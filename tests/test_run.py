@@ -255,3 +255,35 @@ def test_validate_pull_validates_the_recorded_digest_and_refuses_a_moved_tag(eng
         for ref in (f"{staging}@{digest}", f"{staging}:{entry.tag}"):
             with contextlib.suppress(Exception):
                 engine.images.remove(ref, noprune=True)
+
+
+def test_validate_pull_without_a_usable_build_record_is_one_line(tmp_path):
+    entry = load_plan().select("local")[0]
+    reports = tmp_path / "reports"
+    (reports / entry.id).mkdir(parents=True)
+    (reports / entry.id / "result.json").write_text("{}")  # an earlier result: it must not outlive a refused run
+    missing = _invoke_validate_pull(reports)
+    record = reports / "builds" / f"{entry.build_id}.json"
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert (
+        missing.stderr.strip()
+        == f"{record}: no build record: run `invoke build --push` for this entry first (it writes the record)"
+    )
+    assert not (reports / entry.id).exists()
+    record.parent.mkdir()
+    record.write_text(
+        json.dumps(
+            {
+                "schema": "rocmci.build/v1",
+                "build_id": entry.build_id,
+                "entries": [entry.id],
+                "reference": f"127.0.0.1:5000/x:{entry.tag}",
+                "digest": "sha256:nothex",
+                "image_id": "sha256:" + "0" * 64,
+                "pushed": True,
+                "finished": "2026-12-02T01:00:00+00:00",
+            }
+        )
+    )
+    bad = _invoke_validate_pull(reports)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith(f"{record}: digest: String should match pattern"), bad.stderr
