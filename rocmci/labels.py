@@ -25,6 +25,7 @@ AITER_SOURCE_LABEL = "io.rocmci.aiter-source"
 AITER_KERNELS_LABEL = "io.rocmci.aiter-kernels"
 CONTENT_HASH_LABEL = "io.rocmci.content-hash"
 FIXTURE_LABEL = "io.rocmci.fixture"
+IMAGE_LABEL = "io.rocmci.image"  # on a check container: the image reference `invoke check --image` was given
 EXTRA_CA_LABEL = "io.rocmci.extra-ca"
 VERDICT_LABEL = "io.rocmci.verdict"  # an annotation of the report artifact attached to a published image
 

@@ -24,6 +24,7 @@ from requests.exceptions import RequestException
 
 from rocmci.engine import docker_client
 from rocmci.errors import RunError
+from rocmci.labels import IMAGE_LABEL
 from rocmci.plan import PIN_LABELS, ROOT, Gates, Target
 from rocmci.progress import Progress
 from rocmci.validate.container import Cleanup, check_container, interrupts_as_exceptions, run_step
@@ -180,7 +181,7 @@ def check_spec(entry: ExternalEntry, dev_root: Path) -> ContainerSpec:
         tmpfs={EMPTY_WORKDIR: "rw,size=256m,mode=1777"},
         working_dir=EMPTY_WORKDIR,
         entrypoint=[""],  # an image's ENTRYPOINT (vLLM's starts its server) would take `sleep infinity` as arguments
-        labels={**spec.labels, "io.rocmci.image": entry.reference.text},
+        labels={**spec.labels, IMAGE_LABEL: entry.reference.text},
     )
 
 
@@ -237,7 +238,7 @@ def local_image(reference: ImageReference, pull: bool, progress: Progress, entry
 
 
 def image_facts(image: Any, entry: ExternalEntry) -> dict[str, Any]:
-    """Id, registry digest and only those io.rocmci.* labels that an expectation (or the target's gfx) speaks to: a
+    """Id, registry digest and only those rocmci labels that an expectation (or the target's gfx) speaks to: a
     label nobody asked about is neither a match nor a mismatch."""
     asked = {"torch"} if entry.expect.torch else set()
     asked |= {"aiter"} if entry.expect.aiter else set()
