@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rocmci.contracts import is_pass
 from rocmci.errors import RocmciError
 from rocmci.labels import HISTORY_SCHEMA
 
@@ -177,7 +178,7 @@ def pin_rows(history: History) -> list[tuple[str, ...]]:
         mine = [row for row in history.rows if row.pin == pin]  # already in report-time order
         timed = [row.graph_us for row in mine if row.graph_us is not None]
         moved = f"{timed[0]:.2f} -> {timed[-1]:.2f} ({timed[-1] / timed[0] - 1:+.1%})" if timed and timed[0] else "-"
-        passes = sum(row.verdict == "pass" for row in mine)
+        passes = sum(is_pass(row.verdict) for row in mine)
         rows.append((pin, str(len(mine)), str(passes), mine[0].report_time, mine[-1].report_time, mine[-1].verdict, moved))
     return rows
 
@@ -261,7 +262,7 @@ class RegressionGate:
         from rocmci import oci
         from rocmci.plan import validated_tag_for
 
-        if docs.verdict != "pass" or docs.entry.get("gpu") != gpu:
+        if not is_pass(docs.verdict) or docs.entry.get("gpu") != gpu:
             return docs, None
         stack = docs.entry.get("stack") or None  # the baseline is this stack's validated image, never another stack's
         current = client.head_manifest(name, validated_tag_for(gpu, stack))

@@ -1,7 +1,7 @@
 """Typed contracts: pydantic models of every document that crosses a stage. Writers and readers use the same model;
 non-finite numbers are refused. `python -m rocmci.contracts` exports their JSON Schemas to rocmci/resources/schemas/."""
 
-from rocmci.contracts.base import Scope, VerdictName, _Doc, short_dtype
+from rocmci.contracts.base import Scope, VerdictName, _Doc, is_pass, short_dtype
 from rocmci.contracts.checks import Finding, Gate, ProbeDoc, ProbeGpu, SkippedItem, SmokeCase, SmokeDevice, SmokeDoc
 from rocmci.contracts.records import (
     BuildRecord,
@@ -43,5 +43,6 @@ __all__ = [
     "Subject",
     "VerdictName",
     "_Doc",
+    "is_pass",
     "short_dtype",
 ]

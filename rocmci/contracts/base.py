@@ -8,6 +8,13 @@ from pydantic import BaseModel, ConfigDict
 
 Scope = Literal["gpu", "cpu-only"]
 VerdictName = Literal["pass", "fail", "error", "not-run"]
+PASS: VerdictName = "pass"
+
+
+def is_pass(verdict: str | None) -> bool:
+    """Whether a verdict word (from a record, an annotation or a Verdict) is a pass: the one comparison every stage uses."""
+    return verdict == PASS
+
 
 SHA256_DIGEST = r"^sha256:[0-9a-f]{64}$"
 

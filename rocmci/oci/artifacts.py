@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rocmci import labels
+from rocmci.contracts import is_pass
 from rocmci.errors import RegistryError
 from rocmci.oci.client import CLOCK_TOLERANCE, RegistryClient, _canonical, client_for
 from rocmci.oci.reference import (
@@ -227,7 +228,7 @@ def passing_on(gpu: str, stack: str | None = None) -> Callable[[Descriptor], str
         verdict = artifact.annotations.get(labels.VERDICT_LABEL, "pass")
         on = artifact.annotations.get(labels.GPU_LABEL, gpu)
         with_stack = artifact.annotations.get(labels.STACK_LABEL) or stack
-        if verdict != "pass":
+        if not is_pass(verdict):
             return f"verdict {verdict}"
         if stack and with_stack != stack:
             return f"report is for stack {with_stack}"
@@ -245,7 +246,7 @@ def newest_passing_report(
     passing = [
         r
         for r in reports
-        if r.verdict == "pass"
+        if is_pass(r.verdict)
         and r.entry.get("gpu") == gpu
         and (stack is None or r.entry.get("stack") == stack)
         and (not_after is None or r.report_time <= not_after)

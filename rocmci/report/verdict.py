@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from rocmci.contracts import Scope, SmokeDoc
+from rocmci.contracts import Scope, SmokeDoc, is_pass
 from rocmci.plan import PIN_LABELS
 from rocmci.report.evidence import Evidence, load_evidence
 
@@ -31,11 +31,6 @@ class VerdictName(StrEnum):
 
 
 VERDICT_ORDER: tuple[VerdictName, ...] = tuple(VerdictName)
-
-
-def is_pass(verdict: str | None) -> bool:
-    """Whether a verdict word (from a record, an annotation or a Verdict) is a pass: the one comparison every stage uses."""
-    return verdict == VerdictName.PASS
 
 
 @dataclass(frozen=True)
