@@ -205,12 +205,14 @@ def test_keyless_and_kms_arguments(tmp_path: Path, monkeypatch) -> None:
         Signer(str(tmp_path / "missing.key"))
 
 
-def test_workflow_grants_id_token_only_to_publish() -> None:
+def test_workflow_grants_id_token_only_to_promote() -> None:
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "images.yml").read_text())
     granted = {name: (job.get("permissions") or {}).get("id-token") for name, job in workflow["jobs"].items()}
-    assert granted.pop("publish") == "write"
+    assert granted.pop("promote") == "write"
     assert set(granted.values()) == {None}
-    assert "--sign" in json.dumps(workflow["jobs"]["publish"]["steps"])
+    promote = next(step for step in workflow["jobs"]["promote"]["steps"] if "scripts/ci/promote" in step.get("run", ""))
+    assert promote["env"]["SIGN"] == "true"
+    assert '"--sign"' in (ROOT / "scripts" / "ci" / "promote").read_text()  # what SIGN turns on
 
 
 # ---------------------------------------------------------------- signing and verified pulls
