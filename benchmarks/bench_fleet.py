@@ -294,7 +294,8 @@ def run(wheelhouse: Path, seed: str | None) -> int:
         entry_env = {**common, "GPU": item["gpu"], "ENTRY": item["id"], "BUILD": item["build"], "ROCMCI_MIN_FREE_GB": "3"}
         if seed:
             builder.load_from(docker_client(), seed)
-            builder.client().images.get(seed).tag(*row["staging_ref"].rsplit(":", 1))
+            seeded = docker_client().images.get(seed).id  # the load keeps one of the image's names: tag it by id
+            builder.client().images.get(seeded).tag(*row["staging_ref"].rsplit(":", 1))
 
         counter.step = "build"
         built = work / "builder-reports"
