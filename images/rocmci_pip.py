@@ -1,6 +1,6 @@
 """pip inside an image build, with what the host's build file server offers; nothing fetched stays in the layer.
 
-The host (rocmci/build.py) serves, on ROCMCI_FETCH_URL, a manifest.json naming:
+The host (rocmci/build/fileserver.py) serves, on ROCMCI_FETCH_URL, a manifest.json naming:
   ca         an extra CA bundle (TLS-intercepting proxies), used for this pip run only unless ROCMCI_BAKE_CA=1;
   wheelhouse wheels for an offline install (`pip install --no-index --find-links`);
   wheels     local wheel files that a matrix names as file:// URLs;

@@ -12,7 +12,7 @@ from rocmci import labels
 from rocmci.errors import EngineUnavailable
 
 MANAGED_LABEL = labels.MANAGED_LABEL
-# Longer than any check step (rocmci/run.py STEP_TIMEOUT_S): a silent step must end by its own timeout, not the socket's.
+# Longer than any check step (RunOptions.step_timeout_s in rocmci/validate/entries.py): a silent step must end by its own timeout, not the socket's.
 DEFAULT_TIMEOUT_S = 3600
 
 
