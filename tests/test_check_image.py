@@ -119,7 +119,7 @@ def test_an_image_with_no_expectations_is_judged_on_its_checks_and_says_what_it_
 
 
 def test_expectations_that_match_pass_and_the_report_is_attached_to_the_digest(plain_image: str, registry: str, tmp_path):
-    from rocmci import registry as oci
+    from rocmci import oci
 
     reports = tmp_path / "reports"
     done = check(
@@ -214,7 +214,7 @@ def test_python_310_runs_the_checks_without_P_and_unshadowed(engine, tmp_path_fa
     """A real Python 3.10 (no -P) in an image with the same WORKDIR/PYTHONPATH trap. torch has no cp310 wheel here, so
     the probe ends at torch.missing; what this shows is the interpreter choice, the command line and the import path."""
     from rocmci.plan import load_plan
-    from rocmci.validate import check_container
+    from rocmci.validate.container import check_container
     from rocmci.validate.external import (
         Expectations,
         ExternalEntry,
