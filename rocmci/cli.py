@@ -350,7 +350,7 @@ def publish(
 
     plan, entries = _for_gpu(file, gpu, entry)
     hooks = _publish_hooks(plan, sign, key)
-    items = publishing.publish_items(entries, Path(reports_dir), local_repository=plan.repository)
+    items = publishing.publish_items(entries, Path(reports_dir), local_repository=plan.staging_repository)
     _published_summary(publishing.publish(items, repository_for(plan, registry), hooks=hooks))
 
 
